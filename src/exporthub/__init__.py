@@ -1,0 +1,3 @@
+"""exporthub: comment exports with a Centrifugo-compatible channel server."""
+
+__version__ = "0.1.0"

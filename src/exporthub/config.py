@@ -1,0 +1,112 @@
+"""Settings: one object, read from ``EXPORTHUB_*`` environment variables.
+
+Every variable is documented in the README's configuration table; the
+defaults run everything in one process with files under ``./data``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "EXPORTHUB_"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(PREFIX + name)
+    return value if value not in (None, "") else default
+
+
+def _float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{PREFIX}{name} must be a number, not {raw!r}") from exc
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{PREFIX}{name} must be an integer, not {raw!r}") from exc
+
+
+@dataclass
+class Settings:
+    """Runtime configuration of a node (API, channel server and worker)."""
+
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    broker_url: str = "memory://"
+    token_secret: str = ""
+    token_ttl: int = 24 * 3600
+    api_key: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    progress_interval: float = 5.0
+    ping_interval: float = 25.0
+    pong_timeout: float = 8.0
+    max_frame_bytes: int = 64 * 1024
+    max_body_bytes: int = 1024 * 1024
+    worker_concurrency: int = 2
+    source_timeout: float = 20.0
+    source_apis: dict[str, str] = field(default_factory=dict)
+    source_secrets: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read every ``EXPORTHUB_*`` variable; unset ones take defaults."""
+        data_dir = Path(_env("DATA_DIR", "data") or "data")
+        database_url = _env("DATABASE_URL") or f"sqlite:///{data_dir / 'exporthub.db'}"
+        settings = cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            broker_url=_env("BROKER", "memory://") or "memory://",
+            token_secret=_env("TOKEN_SECRET", "") or "",
+            token_ttl=_int("TOKEN_TTL", 24 * 3600),
+            api_key=_env("API_KEY"),
+            public_url=(_env("PUBLIC_URL", "http://127.0.0.1:8000") or "").rstrip("/"),
+            progress_interval=_float("PROGRESS_INTERVAL", 5.0),
+            ping_interval=_float("PING_INTERVAL", 25.0),
+            pong_timeout=_float("PONG_TIMEOUT", 8.0),
+            max_frame_bytes=_int("MAX_FRAME_BYTES", 64 * 1024),
+            max_body_bytes=_int("MAX_BODY_BYTES", 1024 * 1024),
+            worker_concurrency=_int("WORKER_CONCURRENCY", 2),
+            source_timeout=_float("SOURCE_TIMEOUT", 20.0),
+        )
+        from exporthub.sources.registry import ADAPTERS
+
+        for adapter in ADAPTERS:
+            name = adapter.key.upper()
+            settings.source_apis[adapter.key] = (
+                _env(f"{name}_API", adapter.default_api) or adapter.default_api
+            )
+            if adapter.secret_setting:
+                secret = os.environ.get(adapter.secret_setting)
+                if secret:
+                    settings.source_secrets[adapter.key] = secret
+        return settings
+
+    def ensure_token_secret(self) -> str:
+        """The JWT signing secret: the configured one, or one generated once
+        and kept in the data directory so tokens survive a restart."""
+        if self.token_secret:
+            return self.token_secret
+        path = self.data_dir / "token_secret"
+        if path.exists():
+            self.token_secret = path.read_text().strip()
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fresh = secrets.token_urlsafe(48)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(fresh)
+            self.token_secret = fresh
+        return self.token_secret
