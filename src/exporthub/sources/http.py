@@ -61,4 +61,6 @@ async def get_json(
     try:
         return orjson.loads(response.content), response
     except orjson.JSONDecodeError as exc:
-        raise PermanentSourceError(f"{platform} answered with something not JSON") from exc
+        raise PermanentSourceError(
+            f"{platform} answered with something not JSON"
+        ) from exc

@@ -1,0 +1,29 @@
+"""A channel server speaking the Centrifugo client protocol v2 (JSON).
+
+Usable on its own by any asyncio application::
+
+    node = Node(NodeConfig(), secret="...")
+    await node.start()
+    app.add_websocket_route("/connection/websocket", WebSocketEndpoint(node))
+    await node.publish("news:1", {"hello": "world"})
+
+It imports nothing from the rest of exporthub.
+"""
+
+from exporthub.realtime.broker import HistoryOptions, StreamPosition
+from exporthub.realtime.codes import Disconnect, ErrorCode
+from exporthub.realtime.node import ChannelOptions, Node, NodeConfig
+from exporthub.realtime.tokens import issue as issue_token
+from exporthub.realtime.transport import WebSocketEndpoint
+
+__all__ = [
+    "ChannelOptions",
+    "Disconnect",
+    "ErrorCode",
+    "HistoryOptions",
+    "Node",
+    "NodeConfig",
+    "StreamPosition",
+    "WebSocketEndpoint",
+    "issue_token",
+]

@@ -1,0 +1,101 @@
+"""Brokers carry publications between nodes and keep channel history.
+
+:class:`Broker` is the interface; ``memory`` serves one process, ``redis``
+shares channels and history between nodes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from exporthub.realtime.protocol import Publication
+
+PublicationHandler = Callable[[str, Publication], None]
+"""Called by a broker for every publication a node must deliver locally."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """A place in a channel's history: the last offset and the epoch.
+
+    The epoch changes whenever the history is lost (a broker restart for
+    memory, an expired stream for Redis), so a client can tell that offsets
+    from before no longer mean anything.
+    """
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryOptions:
+    """How much history a channel keeps: at most ``size`` publications,
+    none older than ``ttl`` seconds. ``size == 0`` keeps none."""
+
+    size: int = 0
+    ttl: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0 and self.ttl > 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    """Publications read from history and the stream's current position."""
+
+    publications: list[Publication]
+    position: StreamPosition
+
+
+class Broker(ABC):
+    """Delivery of publications to every node, and history.
+
+    A node calls :meth:`start` with its handler before anything else;
+    afterwards every publication on a channel the node has subscribed to
+    reaches that handler, on every node, in offset order.
+    """
+
+    @abstractmethod
+    async def start(self, handler: PublicationHandler) -> None:
+        """Begin delivering publications to ``handler``."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop delivering and release connections."""
+
+    @abstractmethod
+    async def publish(
+        self, channel: str, data: bytes, history: HistoryOptions
+    ) -> StreamPosition:
+        """Append ``data`` to the channel's history (when it keeps one) and
+        deliver it, as one atomic step; return its position."""
+
+    @abstractmethod
+    async def subscribe(self, channel: str) -> None:
+        """This node has a first local subscriber to ``channel``."""
+
+    @abstractmethod
+    async def unsubscribe(self, channel: str) -> None:
+        """This node has no local subscriber to ``channel`` any more."""
+
+    @abstractmethod
+    async def history(
+        self,
+        channel: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int = -1,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        """Publications after ``since`` (all kept ones when None), at most
+        ``limit`` (``-1`` for all, ``0`` for just the position)."""
+
+    @abstractmethod
+    async def remove_history(self, channel: str) -> None:
+        """Forget the channel's history; its offsets go on from where they were."""
+
+    async def ping(self) -> None:  # noqa: B027 - optional for brokers with no remote
+        """Raise when the broker cannot be reached; memory brokers always can."""

@@ -1,0 +1,112 @@
+"""The in-process broker: history in a bounded deque per channel.
+
+Limitation: history lives in this process only; it is lost on restart (the
+epoch changes, so reconnecting clients are told recovery is impossible) and
+is not shared with other nodes. Use the Redis broker for several nodes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from exporthub.realtime.broker import (
+    Broker,
+    HistoryOptions,
+    HistoryResult,
+    PublicationHandler,
+    StreamPosition,
+)
+from exporthub.realtime.protocol import Publication
+
+
+@dataclass(slots=True)
+class _Stream:
+    epoch: str
+    offset: int = 0
+    items: deque[tuple[float, Publication]] = field(default_factory=deque)
+    expires_at: float = 0.0
+
+
+class MemoryBroker(Broker):
+    """Single-node broker; every publication is delivered synchronously."""
+
+    def __init__(self) -> None:
+        self._handler: PublicationHandler | None = None
+        self._streams: dict[str, _Stream] = {}
+
+    async def start(self, handler: PublicationHandler) -> None:
+        self._handler = handler
+
+    async def close(self) -> None:
+        self._handler = None
+
+    async def publish(
+        self, channel: str, data: bytes, history: HistoryOptions
+    ) -> StreamPosition:
+        now = time.time()
+        time_ms = int(now * 1000)
+        if not history.enabled:
+            publication = Publication(data, 0, time_ms)
+            position = StreamPosition(0, "")
+        else:
+            stream = self._stream(channel, now)
+            stream.offset += 1
+            publication = Publication(data, stream.offset, time_ms)
+            stream.items.append((now + history.ttl, publication))
+            while len(stream.items) > history.size:
+                stream.items.popleft()
+            stream.expires_at = now + history.ttl
+            position = StreamPosition(stream.offset, stream.epoch)
+        if self._handler is not None:
+            self._handler(channel, publication)
+        return position
+
+    async def subscribe(self, channel: str) -> None:
+        return None
+
+    async def unsubscribe(self, channel: str) -> None:
+        return None
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int = -1,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        stream = self._stream(channel, time.time())
+        self._expire(stream, time.time())
+        position = StreamPosition(stream.offset, stream.epoch)
+        if limit == 0:
+            return HistoryResult([], position)
+        items = [pub for _, pub in stream.items]
+        if since is not None:
+            items = [p for p in items if p.offset > since.offset]
+        if reverse:
+            items.reverse()
+        if limit > 0:
+            items = items[:limit]
+        return HistoryResult(items, position)
+
+    async def remove_history(self, channel: str) -> None:
+        stream = self._streams.get(channel)
+        if stream is not None:
+            stream.items.clear()
+
+    def _stream(self, channel: str, now: float) -> _Stream:
+        stream = self._streams.get(channel)
+        if stream is None or (stream.expires_at and stream.expires_at < now):
+            # A stream whose whole history expired starts a new epoch, like
+            # an expired Redis key: old offsets mean nothing any more.
+            stream = _Stream(epoch=secrets.token_hex(4))
+            self._streams[channel] = stream
+        return stream
+
+    @staticmethod
+    def _expire(stream: _Stream, now: float) -> None:
+        while stream.items and stream.items[0][0] < now:
+            stream.items.popleft()

@@ -1,0 +1,69 @@
+"""The hub maps channels to the local sessions subscribed to them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from exporthub.realtime import protocol
+from exporthub.realtime.broker import Broker
+from exporthub.realtime.protocol import Publication
+
+if TYPE_CHECKING:
+    from exporthub.realtime.session import Session
+
+
+class Hub:
+    """Local subscribers per channel, and fan-out of publications to them.
+
+    The broker is told when a channel gets its first local subscriber and
+    loses its last one, so a node only receives the channels it serves.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._channels: dict[str, dict[Session, None]] = {}
+
+    async def add(self, channel: str, session: Session) -> None:
+        subscribers = self._channels.get(channel)
+        if subscribers is None:
+            subscribers = self._channels[channel] = {}
+            subscribers[session] = None
+            await self._broker.subscribe(channel)
+        else:
+            subscribers[session] = None
+
+    async def remove(self, channel: str, session: Session) -> None:
+        if self.discard(channel, session):
+            await self._broker.unsubscribe(channel)
+
+    def discard(self, channel: str, session: Session) -> bool:
+        """Remove without telling the broker; True when the channel has no
+        local subscriber left (the caller then unsubscribes the broker)."""
+        subscribers = self._channels.get(channel)
+        if subscribers is None:
+            return False
+        subscribers.pop(session, None)
+        if subscribers:
+            return False
+        del self._channels[channel]
+        return True
+
+    def broadcast(self, channel: str, publication: Publication) -> int:
+        """Deliver to every local subscriber; returns how many there were."""
+        subscribers = self._channels.get(channel)
+        if not subscribers:
+            return 0
+        frame = protocol.encode_publication_push(channel, publication)
+        for session in list(subscribers):
+            session.deliver(channel, publication, frame)
+        return len(subscribers)
+
+    def subscribers(self, channel: str) -> list[Session]:
+        return list(self._channels.get(channel, ()))
+
+    def channels(self) -> list[str]:
+        return list(self._channels)
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(s) for s in self._channels.values())

@@ -1,0 +1,510 @@
+"""One client connection's protocol state machine, with no socket in it.
+
+A :class:`Session` takes decoded frames from its transport, answers commands
+and receives publications from the node's hub; everything it sends goes
+through :meth:`Transport.write`, and a disconnect through
+:meth:`Transport.close`. Tests drive it with a recording transport.
+
+States: ``CONNECTING`` until a valid ``connect`` command, then ``CONNECTED``,
+then ``CLOSED`` for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from exporthub.realtime import protocol
+from exporthub.realtime.broker import StreamPosition
+from exporthub.realtime.codes import CLOSE_MESSAGE_TOO_BIG, Disconnect, ErrorCode
+from exporthub.realtime.protocol import ProtocolError, Publication
+from exporthub.realtime.tokens import InvalidToken, TokenExpired
+
+if TYPE_CHECKING:
+    from exporthub.realtime.node import Node
+
+logger = logging.getLogger(__name__)
+
+MAX_CLOSE_REASON = 123
+"""RFC 6455 leaves 123 bytes for a close frame's reason."""
+
+
+class Transport(Protocol):
+    """What a session needs from the connection it runs on."""
+
+    def write(self, message: bytes) -> None:
+        """Queue one encoded message; the transport frames and sends it."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection with a WebSocket close code and reason."""
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class CommandError(Exception):
+    """Ends one command with an error reply; the connection stays open."""
+
+    def __init__(self, error: ErrorCode) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class DisconnectError(Exception):
+    """Ends the connection with a disconnect code."""
+
+    def __init__(self, disconnect: Disconnect, detail: str = "") -> None:
+        super().__init__(disconnect.reason)
+        self.disconnect = disconnect
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Subscription:
+    """A channel this session receives, and where in its stream it is."""
+
+    server_side: bool
+    offset: int = 0
+    epoch: str = ""
+    pending: list[Publication] | None = None
+    """Publications that arrived while the subscribe reply was being built;
+    sent right after it."""
+
+
+class Session:
+    """The server side of one client connection.
+
+    Args:
+        node: the node this session belongs to (hub, broker, tokens, hooks).
+        transport: where replies and pushes go.
+    """
+
+    __slots__ = (
+        "_expiry_timer",
+        "_ping_timer",
+        "_pong_deadline",
+        "client_id",
+        "expires_at",
+        "node",
+        "state",
+        "subscriptions",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, node: Node, transport: Transport) -> None:
+        self.node = node
+        self.transport = transport
+        self.client_id = str(uuid.uuid4())
+        self.user = ""
+        self.state = State.CONNECTING
+        self.subscriptions: dict[str, Subscription] = {}
+        self.expires_at: int | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._pong_deadline: float | None = None
+
+    # -- input -----------------------------------------------------------
+
+    async def handle_frame(self, frame: bytes | str) -> None:
+        """Process every command in one WebSocket message."""
+        if self.state is State.CLOSED:
+            return
+        if len(frame) > self.node.config.max_frame_bytes:
+            self._close_raw(CLOSE_MESSAGE_TOO_BIG, "message too big")
+            return
+        try:
+            commands = protocol.decode_commands(frame)
+        except ProtocolError as exc:
+            self.disconnect(Disconnect.BAD_REQUEST, str(exc))
+            return
+        for command in commands:
+            if self.state is State.CLOSED:
+                return
+            try:
+                await self._dispatch(command)
+            except DisconnectError as exc:
+                self.disconnect(exc.disconnect, exc.detail)
+            except Exception:
+                logger.exception("command failed on client %s", self.client_id)
+                self.disconnect(Disconnect.INTERNAL)
+
+    async def _dispatch(self, command: dict[str, Any]) -> None:
+        command_id = command.get("id", 0)
+        if not command or (command_id == 0 and set(command) <= {"id"}):
+            self._pong()
+            return
+        if not isinstance(command_id, int) or command_id <= 0:
+            if "send" in command:
+                return  # Asynchronous messages are not used: ignored.
+            raise DisconnectError(Disconnect.BAD_REQUEST, "command id required")
+        if self.state is State.CONNECTING and "connect" not in command:
+            raise DisconnectError(Disconnect.BAD_REQUEST, "connect first")
+        method = next((m for m in _HANDLERS if m in command), None)
+        if method is None:
+            self._reply_error(command_id, ErrorCode.METHOD_NOT_FOUND)
+            return
+        request = command[method]
+        if request is None:
+            request = {}
+        if not isinstance(request, dict):
+            raise DisconnectError(Disconnect.BAD_REQUEST, f"{method} must be an object")
+        try:
+            await _HANDLERS[method](self, command_id, request)
+        except CommandError as exc:
+            self._reply_error(command_id, exc.error)
+
+    # -- commands --------------------------------------------------------
+
+    async def _connect(self, command_id: int, request: dict[str, Any]) -> None:
+        if self.state is not State.CONNECTING:
+            raise DisconnectError(Disconnect.BAD_REQUEST, "already connected")
+        try:
+            claims = self.node.tokens.connect(request.get("token", ""))
+        except TokenExpired as exc:
+            raise CommandError(ErrorCode.TOKEN_EXPIRED) from exc
+        except InvalidToken as exc:
+            raise DisconnectError(Disconnect.INVALID_TOKEN, str(exc)) from exc
+
+        self.user = claims.user
+        self.expires_at = claims.expires_at
+        self.state = State.CONNECTED
+        self.node.register(self)
+
+        wanted = request.get("subs")
+        recover = wanted if isinstance(wanted, dict) else {}
+        subs: dict[str, dict[str, Any]] = {}
+        for channel in claims.channels:
+            ask = recover.get(channel)
+            subs[channel] = await self._join(
+                channel, server_side=True, ask=ask if isinstance(ask, dict) else {}
+            )
+
+        result: dict[str, Any] = {
+            "client": self.client_id,
+            "version": self.node.config.version,
+            "ping": int(self.node.config.ping_interval),
+            "pong": True,
+        }
+        if subs:
+            result["subs"] = subs
+        self._set_expiry(result)
+        self.transport.write(protocol.encode_reply(command_id, "connect", result))
+        for channel in claims.channels:
+            self._flush_pending(channel)
+        self._schedule_ping()
+        await self.node.connected(self)
+
+    async def _subscribe(self, command_id: int, request: dict[str, Any]) -> None:
+        channel = request.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise DisconnectError(Disconnect.BAD_REQUEST, "channel required")
+        if len(channel) > self.node.config.max_channel_length:
+            raise CommandError(ErrorCode.BAD_REQUEST)
+        if channel in self.subscriptions:
+            raise CommandError(ErrorCode.ALREADY_SUBSCRIBED)
+        if self.node.channel_options(channel) is None:
+            raise CommandError(ErrorCode.UNKNOWN_CHANNEL)
+        await self._authorize(channel, request.get("token"))
+        result = await self._join(channel, server_side=False, ask=request)
+        self.transport.write(protocol.encode_reply(command_id, "subscribe", result))
+        self._flush_pending(channel)
+
+    async def _authorize(self, channel: str, token: Any) -> None:
+        if token:
+            try:
+                claims = self.node.tokens.subscription(token)
+            except TokenExpired as exc:
+                raise CommandError(ErrorCode.TOKEN_EXPIRED) from exc
+            except InvalidToken as exc:
+                raise CommandError(ErrorCode.PERMISSION_DENIED) from exc
+            if claims.channel != channel or claims.user != self.user:
+                raise CommandError(ErrorCode.PERMISSION_DENIED)
+            return
+        if not await self.node.can_subscribe(self.user, channel):
+            raise CommandError(ErrorCode.PERMISSION_DENIED)
+
+    async def _unsubscribe(self, command_id: int, request: dict[str, Any]) -> None:
+        channel = request.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise DisconnectError(Disconnect.BAD_REQUEST, "channel required")
+        await self.leave(channel)
+        self.transport.write(protocol.encode_reply(command_id, "unsubscribe", {}))
+
+    async def _publish(self, command_id: int, request: dict[str, Any]) -> None:
+        # Channels carry what the service does; clients only listen.
+        raise CommandError(ErrorCode.PERMISSION_DENIED)
+
+    async def _history(self, command_id: int, request: dict[str, Any]) -> None:
+        channel = request.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise DisconnectError(Disconnect.BAD_REQUEST, "channel required")
+        options = self.node.channel_options(channel)
+        if options is None:
+            raise CommandError(ErrorCode.UNKNOWN_CHANNEL)
+        if channel not in self.subscriptions and not await self.node.can_subscribe(
+            self.user, channel
+        ):
+            raise CommandError(ErrorCode.PERMISSION_DENIED)
+        if not options.history.enabled:
+            raise CommandError(ErrorCode.NOT_AVAILABLE)
+        since = request.get("since")
+        position = None
+        if isinstance(since, dict):
+            position = StreamPosition(
+                int(since.get("offset", 0)), str(since.get("epoch", ""))
+            )
+        limit = request.get("limit", 0)
+        if not isinstance(limit, int):
+            raise CommandError(ErrorCode.BAD_REQUEST)
+        result = await self.node.broker.history(
+            channel,
+            since=position,
+            limit=limit if limit > 0 else (-1 if position else 0),
+            reverse=bool(request.get("reverse", False)),
+        )
+        if position is not None and position.epoch != result.position.epoch:
+            raise CommandError(ErrorCode.UNRECOVERABLE_POSITION)
+        reply: dict[str, Any] = {
+            "publications": [p.to_wire() for p in result.publications],
+            "epoch": result.position.epoch,
+            "offset": result.position.offset,
+        }
+        self.transport.write(protocol.encode_reply(command_id, "history", reply))
+
+    async def _refresh(self, command_id: int, request: dict[str, Any]) -> None:
+        try:
+            claims = self.node.tokens.connect(request.get("token", ""))
+        except TokenExpired as exc:
+            raise DisconnectError(Disconnect.EXPIRED) from exc
+        except InvalidToken as exc:
+            raise DisconnectError(Disconnect.INVALID_TOKEN, str(exc)) from exc
+        if claims.user != self.user:
+            raise DisconnectError(Disconnect.INVALID_TOKEN, "token of another user")
+        self.expires_at = claims.expires_at
+        result: dict[str, Any] = {
+            "client": self.client_id,
+            "version": self.node.config.version,
+        }
+        self._set_expiry(result)
+        self.transport.write(protocol.encode_reply(command_id, "refresh", result))
+
+    async def _not_available(self, command_id: int, request: dict[str, Any]) -> None:
+        raise CommandError(ErrorCode.NOT_AVAILABLE)
+
+    async def _ping_command(self, command_id: int, request: dict[str, Any]) -> None:
+        self.transport.write(protocol.encode_reply(command_id, "ping", {}))
+
+    # -- subscriptions ---------------------------------------------------
+
+    async def _join(
+        self, channel: str, *, server_side: bool, ask: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Start receiving ``channel`` and build its subscribe result.
+
+        The session is registered in the hub before history is read, and
+        publications arriving meanwhile are held back, so that nothing falls
+        between what history returns and what the hub delivers.
+        """
+        options = self.node.channel_options(channel)
+        sub = Subscription(server_side=server_side, pending=[])
+        self.subscriptions[channel] = sub
+        await self.node.hub.add(channel, self)
+        result: dict[str, Any] = {}
+        if options is None or not options.history.enabled:
+            return result
+
+        result["recoverable"] = True
+        result["positioned"] = True
+        recovering = bool(ask.get("recover"))
+        since_offset = _as_int(ask.get("offset"))
+        since_epoch = str(ask.get("epoch") or "")
+        if recovering:
+            history = await self.node.broker.history(
+                channel, since=StreamPosition(since_offset, since_epoch)
+            )
+            recovered = history.position.epoch == since_epoch and (
+                (
+                    history.publications
+                    and history.publications[0].offset == since_offset + 1
+                )
+                or (
+                    not history.publications and history.position.offset == since_offset
+                )
+            )
+            result["was_recovering"] = True
+            result["recovered"] = recovered
+            if recovered and history.publications:
+                result["publications"] = [p.to_wire() for p in history.publications]
+        else:
+            history = await self.node.broker.history(channel, limit=0)
+        sub.offset = history.position.offset
+        sub.epoch = history.position.epoch
+        result["epoch"] = sub.epoch
+        result["offset"] = sub.offset
+        return result
+
+    def _flush_pending(self, channel: str) -> None:
+        sub = self.subscriptions.get(channel)
+        if sub is None or sub.pending is None:
+            return
+        pending, sub.pending = sub.pending, None
+        for publication in pending:
+            if publication.offset and publication.offset <= sub.offset:
+                continue
+            self.deliver(channel, publication, None)
+
+    def deliver(
+        self, channel: str, publication: Publication, frame: bytes | None
+    ) -> None:
+        """Send a publication of ``channel``; ``frame`` is its push, encoded
+        once by the hub for every subscriber (None to encode it here)."""
+        sub = self.subscriptions.get(channel)
+        if sub is None or self.state is not State.CONNECTED:
+            return
+        if sub.pending is not None:
+            sub.pending.append(publication)
+            return
+        if publication.offset:
+            if publication.offset <= sub.offset:
+                return  # Already sent, by recovery.
+            sub.offset = publication.offset
+        if frame is None:
+            frame = protocol.encode_publication_push(channel, publication)
+        self.transport.write(frame)
+
+    async def leave(self, channel: str) -> bool:
+        """Stop receiving ``channel``; False when it was not subscribed."""
+        if self.subscriptions.pop(channel, None) is None:
+            return False
+        await self.node.hub.remove(channel, self)
+        return True
+
+    async def server_subscribe(self, channel: str) -> None:
+        """Subscribe from the server side and tell the client with a push."""
+        if channel in self.subscriptions or self.state is not State.CONNECTED:
+            return
+        result = await self._join(channel, server_side=True, ask={})
+        self.transport.write(protocol.encode_push(channel, "subscribe", result))
+        self._flush_pending(channel)
+
+    async def server_unsubscribe(self, channel: str) -> None:
+        """Unsubscribe from the server side and tell the client with a push."""
+        if await self.leave(channel):
+            body = {"code": 2000, "reason": "server unsubscribe"}
+            self.transport.write(protocol.encode_push(channel, "unsubscribe", body))
+
+    # -- liveness and expiry ---------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        interval = self.node.config.ping_interval
+        if interval > 0 and self.state is State.CONNECTED:
+            loop = asyncio.get_running_loop()
+            self._ping_timer = loop.call_later(interval, self._send_ping)
+
+    def _send_ping(self) -> None:
+        if self.state is not State.CONNECTED:
+            return
+        now = time.monotonic()
+        if self._pong_deadline is not None and now > self._pong_deadline:
+            self.disconnect(Disconnect.NO_PONG)
+            return
+        if self._pong_deadline is None:
+            self._pong_deadline = now + self.node.config.pong_timeout
+        self.transport.write(protocol.EMPTY_OBJECT)
+        loop = asyncio.get_running_loop()
+        # Check again when the pong is due, then ping on the usual beat.
+        self._ping_timer = loop.call_later(
+            self.node.config.pong_timeout, self._check_pong
+        )
+
+    def _check_pong(self) -> None:
+        if self.state is not State.CONNECTED:
+            return
+        if self._pong_deadline is not None:
+            self.disconnect(Disconnect.NO_PONG)
+            return
+        remaining = self.node.config.ping_interval - self.node.config.pong_timeout
+        loop = asyncio.get_running_loop()
+        self._ping_timer = loop.call_later(max(remaining, 0.0), self._send_ping)
+
+    def _pong(self) -> None:
+        if self.state is not State.CONNECTED:
+            raise DisconnectError(Disconnect.BAD_REQUEST, "connect first")
+        self._pong_deadline = None
+
+    def _set_expiry(self, result: dict[str, Any]) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if self.expires_at is None:
+            return
+        ttl = max(1, int(self.expires_at - time.time()))
+        result["expires"] = True
+        result["ttl"] = ttl
+        loop = asyncio.get_running_loop()
+        self._expiry_timer = loop.call_later(ttl + 1, self._check_expiry)
+
+    def _check_expiry(self) -> None:
+        if self.expires_at is not None and time.time() >= self.expires_at:
+            self.disconnect(Disconnect.EXPIRED)
+
+    # -- output ----------------------------------------------------------
+
+    def _reply_error(self, command_id: int, error: ErrorCode) -> None:
+        self.transport.write(protocol.encode_error(command_id, error.payload()))
+
+    def disconnect(self, disconnect: Disconnect, detail: str = "") -> None:
+        """Close the connection with ``disconnect``'s code; ``detail`` is
+        appended to the reason to say what exactly was wrong."""
+        reason = f"{disconnect.reason}: {detail}" if detail else disconnect.reason
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("disconnect %s user=%r: %s", self.client_id, self.user, reason)
+        self._close_raw(disconnect.code, reason)
+
+    def _close_raw(self, code: int, reason: str) -> None:
+        if self.state is State.CLOSED:
+            return
+        encoded = reason.encode()[:MAX_CLOSE_REASON]
+        self.transport.close(code, encoded.decode(errors="ignore"))
+        self.closed()
+
+    def closed(self) -> None:
+        """The connection is gone: drop timers and subscriptions."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        for timer in (self._ping_timer, self._expiry_timer):
+            if timer is not None:
+                timer.cancel()
+        self.node.unregister(self)
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+_HANDLERS = {
+    "connect": Session._connect,
+    "subscribe": Session._subscribe,
+    "unsubscribe": Session._unsubscribe,
+    "publish": Session._publish,
+    "history": Session._history,
+    "refresh": Session._refresh,
+    "presence": Session._not_available,
+    "presence_stats": Session._not_available,
+    "rpc": Session._not_available,
+    "sub_refresh": Session._not_available,
+    "ping": Session._ping_command,
+}

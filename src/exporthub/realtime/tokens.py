@@ -1,0 +1,119 @@
+"""Verification of connection and subscription tokens (JWT, HS256).
+
+Only HMAC-SHA256 is accepted: a token signed with another algorithm, or with
+``alg: none``, is invalid. The claims follow Centrifugo's: ``sub`` is the
+user, ``exp`` the expiry, ``channels`` the server-side subscriptions of a
+connection token, and ``channel`` the one channel of a subscription token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+ALGORITHM = "HS256"
+
+
+class TokenExpired(Exception):
+    """The token was valid but its ``exp`` has passed."""
+
+
+class InvalidToken(Exception):
+    """The token is empty, malformed, forged or misses a required claim."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectClaims:
+    """What a connection token grants."""
+
+    user: str
+    expires_at: int | None
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionClaims:
+    """What a subscription token grants."""
+
+    user: str
+    channel: str
+    expires_at: int | None
+
+
+class TokenVerifier:
+    """Checks tokens against one shared secret.
+
+    Args:
+        secret: the HMAC key the tokens were signed with.
+    """
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("a token secret is required")
+        self._secret = secret
+
+    def connect(self, token: str) -> ConnectClaims:
+        """Verify a connection token.
+
+        Raises:
+            TokenExpired: the token has expired.
+            InvalidToken: anything else wrong with it.
+        """
+        claims = self._decode(token)
+        channels = claims.get("channels", [])
+        if not isinstance(channels, list) or not all(
+            isinstance(c, str) and c for c in channels
+        ):
+            raise InvalidToken("channels claim must be a list of channel names")
+        return ConnectClaims(
+            user=claims["sub"],
+            expires_at=claims.get("exp"),
+            channels=tuple(dict.fromkeys(channels)),
+        )
+
+    def subscription(self, token: str) -> SubscriptionClaims:
+        """Verify a subscription token (claims ``sub``, ``channel``, ``exp``)."""
+        claims = self._decode(token)
+        channel = claims.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise InvalidToken("channel claim missing")
+        return SubscriptionClaims(claims["sub"], channel, claims.get("exp"))
+
+    def _decode(self, token: str) -> dict:
+        if not isinstance(token, str) or not token:
+            raise InvalidToken("token required")
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpired(str(exc)) from exc
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken(str(exc)) from exc
+        if not isinstance(claims.get("sub"), str):
+            raise InvalidToken("sub claim must be a string")
+        return claims
+
+
+def issue(
+    secret: str,
+    user: str,
+    *,
+    ttl: int,
+    channels: list[str] | None = None,
+    channel: str | None = None,
+) -> str:
+    """Sign a connection token (``channels``) or a subscription token
+    (``channel``) for ``user``, valid for ``ttl`` seconds."""
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": user, "iat": now, "exp": now + ttl}
+    if channels is not None:
+        claims["channels"] = channels
+    if channel is not None:
+        claims["channel"] = channel
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)

@@ -1,0 +1,116 @@
+"""The WebSocket transport: a thin ASGI adapter around :class:`Session`.
+
+Messages a session writes are queued and sent by one writer task per
+connection; whatever has accumulated since the last send goes out as a
+single frame, newline-separated, as the protocol allows. A client that
+lets more than ``max_queue_bytes`` pile up is disconnected as slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from exporthub.realtime.codes import Disconnect
+from exporthub.realtime.node import Node
+from exporthub.realtime.session import Session
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+
+class _Outbox:
+    """The transport given to a session: a write queue and a close request."""
+
+    __slots__ = ("_close", "_limit", "_messages", "_queued", "_wake", "session")
+
+    def __init__(self, limit: int) -> None:
+        self._messages: list[bytes] = []
+        self._queued = 0
+        self._limit = limit
+        self._wake = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self.session: Session | None = None
+
+    def write(self, message: bytes) -> None:
+        if self._close is not None:
+            return
+        self._messages.append(message)
+        self._queued += len(message)
+        if self._queued > self._limit and self.session is not None:
+            self._messages.clear()
+            self.session.disconnect(Disconnect.SLOW)
+        self._wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+            self._wake.set()
+
+    async def run(self, send: Send) -> None:
+        """Send queued messages until the session closes."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._messages:
+                batch, self._messages = self._messages, []
+                self._queued = 0
+                frame = b"\n".join(batch)
+                await send({"type": "websocket.send", "text": frame.decode()})
+            if self._close is not None and not self._messages:
+                code, reason = self._close
+                await send({"type": "websocket.close", "code": code, "reason": reason})
+                return
+
+
+class WebSocketEndpoint:
+    """ASGI app serving the Centrifugo client protocol (JSON) for ``node``."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            raise RuntimeError("WebSocketEndpoint serves WebSocket connections only")
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+
+        outbox = _Outbox(self.node.config.max_queue_bytes)
+        session = Session(self.node, outbox)
+        outbox.session = session
+        writer = asyncio.ensure_future(outbox.run(send))
+        reader = asyncio.ensure_future(self._read(session, receive))
+        try:
+            await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            session.closed()
+            for task in (reader, writer):
+                task.cancel()
+            for task in (reader, writer):
+                try:
+                    await task
+                except (asyncio.CancelledError, OSError):
+                    pass
+                except Exception:
+                    # A send on a socket the peer already closed.
+                    if logger.isEnabledFor(logging.DEBUG):
+                        logger.debug("transport task ended", exc_info=True)
+
+    @staticmethod
+    async def _read(session: Session, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes") or b""
+                await session.handle_frame(data)
+            elif kind == "websocket.disconnect":
+                return
