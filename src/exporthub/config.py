@@ -56,7 +56,12 @@ class Settings:
     max_frame_bytes: int = 64 * 1024
     max_body_bytes: int = 1024 * 1024
     worker_concurrency: int = 2
+    job_lease: float = 30.0
+    max_attempts: int = 3
+    retry_delay: float = 5.0
     source_timeout: float = 20.0
+    history_size: int = 100
+    history_ttl: float = 600.0
     source_apis: dict[str, str] = field(default_factory=dict)
     source_secrets: dict[str, str] = field(default_factory=dict)
 
@@ -79,7 +84,12 @@ class Settings:
             max_frame_bytes=_int("MAX_FRAME_BYTES", 64 * 1024),
             max_body_bytes=_int("MAX_BODY_BYTES", 1024 * 1024),
             worker_concurrency=_int("WORKER_CONCURRENCY", 2),
+            job_lease=_float("JOB_LEASE", 30.0),
+            max_attempts=_int("MAX_ATTEMPTS", 3),
+            retry_delay=_float("RETRY_DELAY", 5.0),
             source_timeout=_float("SOURCE_TIMEOUT", 20.0),
+            history_size=_int("HISTORY_SIZE", 100),
+            history_ttl=_float("HISTORY_TTL", 600.0),
         )
         from exporthub.sources.registry import ADAPTERS
 

@@ -1,0 +1,19 @@
+"""Users and their API keys."""
+
+from exporthub.accounts.users import (
+    User,
+    UserExists,
+    authenticate,
+    create_user,
+    get_user_by_email,
+    get_user_by_id,
+)
+
+__all__ = [
+    "User",
+    "UserExists",
+    "authenticate",
+    "create_user",
+    "get_user_by_email",
+    "get_user_by_id",
+]

@@ -1,0 +1,1 @@
+"""HTTP routes and the application that ties every layer together."""

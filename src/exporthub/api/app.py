@@ -1,0 +1,195 @@
+"""The exporthub application: API, channel server and, optionally, a worker
+in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from exporthub import __version__
+from exporthub.api.http import HTTPError, JSONResponse, error_response
+from exporthub.api.routes import routes as user_routes
+from exporthub.config import Settings
+from exporthub.exports.constants import channel_namespace
+from exporthub.exports.errors import DomainError
+from exporthub.exports.events import JobEvents
+from exporthub.exports.service import ExportService
+from exporthub.exports.worker import Worker
+from exporthub.realtime import (
+    ChannelOptions,
+    HistoryOptions,
+    Node,
+    NodeConfig,
+    WebSocketEndpoint,
+)
+from exporthub.realtime.broker import Broker
+from exporthub.store import Database
+
+logger = logging.getLogger(__name__)
+
+MEDIA_TYPES = {
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "json": "application/json",
+    "ndjson": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+}
+NAMESPACES = (
+    "exports",
+    "webhooks",
+    "user",
+    "user_notifications_channel",
+    "user_dashboard_channel",
+    "export.*",
+)
+
+
+def make_broker(settings: Settings) -> Broker | None:
+    """The broker named by ``EXPORTHUB_BROKER``; None means in-memory."""
+    if settings.broker_url.startswith("memory"):
+        return None
+    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        from exporthub.realtime.broker.redis import RedisBroker
+
+        return RedisBroker(settings.broker_url)
+    raise SystemExit(
+        f"EXPORTHUB_BROKER={settings.broker_url!r}: use memory:// or redis://HOST:PORT"
+    )
+
+
+def node_config(settings: Settings) -> NodeConfig:
+    history = HistoryOptions(size=settings.history_size, ttl=settings.history_ttl)
+    return NodeConfig(
+        version=f"exporthub {__version__}",
+        ping_interval=settings.ping_interval,
+        pong_timeout=settings.pong_timeout,
+        max_frame_bytes=settings.max_frame_bytes,
+        namespaces={name: ChannelOptions(history=history) for name in NAMESPACES},
+        namespace_of=channel_namespace,
+    )
+
+
+def create_app(
+    settings: Settings | None = None, *, run_worker: bool = True
+) -> Starlette:
+    """Build the application.
+
+    Args:
+        settings: configuration; read from the environment when None.
+        run_worker: also run a job worker inside this process.
+    """
+    settings = settings or Settings.from_env()
+    db = Database(settings.database_url)
+
+    async def can_subscribe(user_uuid: str, channel: str) -> bool:
+        return await service.owns_channel(user_uuid, channel)
+
+    node = Node(
+        node_config(settings),
+        settings.ensure_token_secret(),
+        broker=make_broker(settings),
+        can_subscribe=can_subscribe,
+    )
+    events = JobEvents(node.publish, settings.public_url)
+    worker = Worker(db, settings, events) if run_worker else None
+    service = ExportService(
+        db,
+        settings,
+        events,
+        wake=worker.wake if worker else _nothing,
+        cancel=worker.cancel if worker else _nothing,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.create()
+        await node.start()
+        worker_task = asyncio.ensure_future(worker.run()) if worker else None
+        logger.info("exporthub %s serving (data in %s)", __version__, settings.data_dir)
+        try:
+            yield
+        finally:
+            if worker is not None and worker_task is not None:
+                await worker.stop()
+                worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+            await node.shutdown()
+            await db.close()
+
+    app = Starlette(
+        routes=[
+            *user_routes,
+            Route("/health", health, methods=["GET"]),
+            WebSocketRoute("/connection/websocket", WebSocketEndpoint(node)),
+        ],
+        exception_handlers={
+            HTTPError: _http_error,
+            DomainError: _domain_error,
+            HTTPException: _starlette_error,
+            Exception: _crash,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.node = node
+    app.state.service = service
+    app.state.worker = worker
+    app.state.media_types = MEDIA_TYPES
+    return app
+
+
+def _nothing(*_args: Any) -> None:
+    return None
+
+
+async def health(request: Request) -> Response:
+    """200 when the database and the broker answer, 503 otherwise."""
+    checks: dict[str, str] = {}
+    healthy = True
+    for name, probe in (
+        ("database", request.app.state.db.ping),
+        ("broker", request.app.state.node.broker.ping),
+    ):
+        try:
+            await asyncio.wait_for(probe(), 2.0)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unreachable: {type(exc).__name__}"
+            healthy = False
+    return JSONResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": checks},
+        status_code=200 if healthy else 503,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _starlette_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(
+        exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
+    )
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "internal server error")

@@ -1,0 +1,151 @@
+"""The ``exporthub`` command: serve, run a worker, manage users."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from exporthub import __version__
+from exporthub.config import Settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=os.environ.get("EXPORTHUB_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or EXIT_OK)
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exporthub", description="Comment exports with live channels."
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="serve the API, WebSocket and a worker")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--no-worker", action="store_true", help="run jobs in separate workers only"
+    )
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run jobs from the shared queue")
+    worker.set_defaults(handler=_worker)
+
+    user = commands.add_parser("user", help="manage users").add_subparsers(
+        title="user commands"
+    )
+    create = user.add_parser("create", help="create a user and print its API key")
+    create.add_argument("email")
+    create.set_defaults(handler=_user_create)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from exporthub.api.app import create_app
+
+    if not os.environ.get("EXPORTHUB_PUBLIC_URL"):
+        os.environ["EXPORTHUB_PUBLIC_URL"] = f"http://{args.host}:{args.port}"
+    settings = Settings.from_env()
+    app = create_app(settings, run_worker=not args.no_worker)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        # The channel server pings at the protocol level; frames over its
+        # limit are refused by the session with a clear close code.
+        ws_ping_interval=None,
+        ws_max_size=settings.max_frame_bytes * 2,
+        timeout_graceful_shutdown=15,
+    )
+    return EXIT_OK
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from exporthub.api.app import make_broker, node_config
+    from exporthub.exports.events import JobEvents
+    from exporthub.exports.worker import Worker
+    from exporthub.realtime import Node
+    from exporthub.store import Database
+
+    settings = Settings.from_env()
+
+    async def run() -> None:
+        db = Database(settings.database_url)
+        await db.create()
+        node = Node(
+            node_config(settings),
+            settings.ensure_token_secret(),
+            broker=make_broker(settings),
+        )
+        await node.start()
+        worker = Worker(db, settings, JobEvents(node.publish, settings.public_url))
+        task = asyncio.ensure_future(worker.run())
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await asyncio.wait(
+            {task, asyncio.ensure_future(stopping.wait())},
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        await worker.stop()
+        task.cancel()
+        await node.shutdown()
+        await db.close()
+
+    asyncio.run(run())
+    return EXIT_OK
+
+
+def _user_create(args: argparse.Namespace) -> int:
+    from exporthub.accounts import UserExists, create_user
+    from exporthub.store import Database
+
+    settings = Settings.from_env()
+
+    async def run() -> int:
+        db = Database(settings.database_url)
+        await db.create()
+        try:
+            user, api_key = await create_user(db, args.email)
+        except UserExists as exc:
+            print(f"exporthub: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except ValueError as exc:
+            print(f"exporthub: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            await db.close()
+        print(json.dumps({"uuid": user.uuid, "email": user.email, "api_key": api_key}))
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""The worker: claims queued jobs and runs them to an end.
+
+A running job holds a lease that its heartbeat renews; a worker that dies
+stops renewing it, and any worker's reaper then requeues the job. Progress
+is counted in memory per comment and published by the heartbeat, at most
+once per progress interval, so the per-comment path stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+from exporthub import formats
+from exporthub.accounts import get_user_by_id
+from exporthub.config import Settings
+from exporthub.exports import jobs
+from exporthub.exports.constants import Status
+from exporthub.exports.events import JobEvents
+from exporthub.exports.jobs import Job
+from exporthub.exports.views import file_name
+from exporthub.sources import (
+    Adapter,
+    ExportOptions,
+    OptionError,
+    SourceError,
+    TransientSourceError,
+    detect,
+)
+from exporthub.store import Database, utcnow
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("xlsx", "json", "ndjson")
+"""Written by every job; other formats come from conversion."""
+PARTIAL_SUFFIX = ".part"
+USER_AGENT = "exporthub/0.1 (+self-hosted comment exporter)"
+IDLE_POLL = 1.0
+"""Seconds between queue checks when nothing wakes the worker; other
+processes may queue jobs in a shared database."""
+
+
+@dataclass
+class _Run:
+    """A job being run by this worker."""
+
+    job: Job
+    user_uuid: str
+    exported: int = 0
+    total: int | None = None
+    published: int = -1
+    task: asyncio.Task[None] | None = None
+    stopped: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """Runs jobs from the queue, ``settings.worker_concurrency`` at a time.
+
+    Args:
+        db: the shared database.
+        settings: intervals, limits, data directory, source APIs.
+        events: publishes job events.
+    """
+
+    def __init__(self, db: Database, settings: Settings, events: JobEvents) -> None:
+        self.db = db
+        self.settings = settings
+        self.events = events
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._runs: dict[str, _Run] = {}
+        self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._stopping = False
+        self._http: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def files_dir(self) -> Path:
+        return self.settings.data_dir / "files"
+
+    def wake(self) -> None:
+        """A job was queued: look at the queue now."""
+        self._wake.set()
+
+    def cancel(self, guid: str) -> None:
+        """Abandon ``guid`` now if this worker runs it (its user stopped it)."""
+        run = self._runs.get(guid)
+        if run is not None and run.task is not None:
+            run.stopped = True
+            run.task.cancel()
+
+    async def run(self) -> None:
+        """Claim and run jobs until :meth:`stop`."""
+        self._http = httpx.AsyncClient(
+            timeout=self.settings.source_timeout,
+            follow_redirects=True,
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx.Limits(max_connections=32),
+        )
+        heartbeat = asyncio.ensure_future(self._heartbeat())
+        logger.info("worker %s started", self.worker_id)
+        try:
+            while not self._stopping:
+                await self._slots.acquire()
+                job = None
+                try:
+                    job = await jobs.claim(
+                        self.db, self.worker_id, self.settings.job_lease
+                    )
+                finally:
+                    if job is None:
+                        self._slots.release()
+                if job is None:
+                    await self._idle()
+                    continue
+                self._start(job, await self._user_uuid(job))
+        finally:
+            heartbeat.cancel()
+            await self._http.aclose()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming; give running jobs ``grace`` seconds, then requeue
+        what is left so another worker finishes it."""
+        self._stopping = True
+        self._wake.set()
+        running = [r.task for r in self._runs.values() if r.task is not None]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for run in list(self._runs.values()):
+                if run.task in pending:
+                    run.task.cancel()
+                    requeued = await jobs.requeue(
+                        self.db,
+                        run.job.guid,
+                        allowed={Status.PROGRESS},
+                        run_after=None,
+                        error=None,
+                        worker_id=self.worker_id,
+                    )
+                    if requeued is not None:
+                        await self.events.requeued(
+                            requeued, run.user_uuid, "worker shutting down"
+                        )
+
+    async def _idle(self) -> None:
+        timeout = IDLE_POLL
+        upcoming = await jobs.next_run_at(self.db)
+        if upcoming is not None:
+            timeout = min(timeout, max(0.0, (upcoming - utcnow()).total_seconds()))
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _user_uuid(self, job: Job) -> str:
+        user = await get_user_by_id(self.db, job.user_id)
+        return user.uuid if user else ""
+
+    def _start(self, job: Job, user_uuid: str) -> None:
+        run = _Run(job=job, user_uuid=user_uuid)
+        self._runs[job.guid] = run
+        run.task = asyncio.ensure_future(self._execute(run))
+        run.task.add_done_callback(lambda _t: self._finished(job.guid))
+
+    def _finished(self, guid: str) -> None:
+        self._runs.pop(guid, None)
+        self._slots.release()
+        self._wake.set()
+
+    # -- one job -----------------------------------------------------------
+
+    async def _execute(self, run: _Run) -> None:
+        job = run.job
+        logger.info("job %s started (attempt %d, %s)", job.guid, job.attempts, job.url)
+        directory = self.files_dir / job.guid
+        try:
+            adapter_cls, ref = detect(job.url)
+            options = ExportOptions.parse(job.options)
+            adapter = adapter_cls(
+                self._http,  # type: ignore[arg-type]
+                self.settings.source_apis.get(adapter_cls.key, adapter_cls.default_api),
+                self.settings.source_secrets.get(adapter_cls.key),
+            )
+            columns = list(adapter_cls.extra_columns)
+            await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+            await self._write(run, adapter, ref, options, directory, columns)
+        except asyncio.CancelledError:
+            _discard(directory)
+            if not run.stopped:
+                raise
+            logger.info("job %s abandoned: stopped by its user", job.guid)
+            return
+        except TransientSourceError as exc:
+            _discard(directory)
+            await self._transient(run, exc)
+            return
+        except SourceError as exc:
+            _discard(directory)
+            await self._fail(run, exc.reason)
+            return
+        except OptionError as exc:
+            _discard(directory)
+            await self._fail(run, str(exc))
+            return
+        except Exception:
+            logger.exception("job %s crashed", job.guid)
+            _discard(directory)
+            await self._fail(
+                run, "internal error while exporting; the job can be retried"
+            )
+            return
+
+        done = await jobs.finish(
+            self.db,
+            job.guid,
+            self.worker_id,
+            exported=run.exported,
+            total=run.total,
+            columns=columns,
+        )
+        if done is None:
+            # Stopped or taken over while the files were closing.
+            _discard(directory)
+            return
+        self._publish_files(done, directory)
+        logger.info(
+            "job %s done: %d comments in %.2fs",
+            job.guid,
+            run.exported,
+            time.monotonic() - run.started,
+        )
+        await self.events.finished(done, run.user_uuid)
+
+    async def _write(
+        self,
+        run: _Run,
+        adapter: Adapter,
+        ref: str,
+        options: ExportOptions,
+        directory: Path,
+        columns: list[str],
+    ) -> None:
+        writers = [
+            formats.open_writer(fmt, directory / (fmt + PARTIAL_SUFFIX), columns)
+            for fmt in OUTPUT_FORMATS
+        ]
+        try:
+            async for comment in adapter.comments(ref, options):
+                run.total = adapter.total
+                if not options.admits(comment):
+                    continue
+                record = comment.to_record()
+                for writer in writers:
+                    writer.write(record)
+                run.exported += 1
+                if options.limit is not None and run.exported >= options.limit:
+                    break
+            run.total = adapter.total
+            if options.limit is not None and run.total is not None:
+                run.total = min(run.total, options.limit)
+            for writer in writers:
+                writer.close()
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            raise
+
+    def _publish_files(self, job: Job, directory: Path) -> None:
+        for fmt in OUTPUT_FORMATS:
+            (directory / (fmt + PARTIAL_SUFFIX)).rename(directory / file_name(job, fmt))
+
+    async def _transient(self, run: _Run, exc: TransientSourceError) -> None:
+        job = run.job
+        if job.attempts >= self.settings.max_attempts:
+            await self._fail(
+                run, f"{exc.reason} (gave up after {job.attempts} attempts)"
+            )
+            return
+        delay = self.settings.retry_delay * 2 ** (job.attempts - 1)
+        delay *= 1 + random.random() * 0.25  # jitter: retries do not align
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        requeued = await jobs.requeue(
+            self.db,
+            job.guid,
+            allowed={Status.PROGRESS},
+            run_after=utcnow() + timedelta(seconds=delay),
+            error=exc.reason,
+            worker_id=self.worker_id,
+        )
+        if requeued is not None:
+            logger.info("job %s requeued in %.1fs: %s", job.guid, delay, exc.reason)
+            await self.events.requeued(requeued, run.user_uuid, exc.reason)
+
+    async def _fail(self, run: _Run, reason: str) -> None:
+        failed = await jobs.fail(
+            self.db, run.job.guid, self.worker_id, error=reason, exported=run.exported
+        )
+        if failed is not None:
+            logger.info("job %s failed: %s", run.job.guid, reason)
+            await self.events.failed(failed, run.user_uuid)
+
+    # -- heartbeat: progress, leases, lost workers ---------------------------
+
+    async def _heartbeat(self) -> None:
+        interval = min(self.settings.progress_interval, self.settings.job_lease / 3)
+        last_progress = time.monotonic()
+        last_reap = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            publish = now - last_progress >= self.settings.progress_interval
+            if publish:
+                last_progress = now
+            for run in list(self._runs.values()):
+                try:
+                    await self._beat(run, publish)
+                except Exception:
+                    logger.exception("heartbeat of job %s failed", run.job.guid)
+            if now - last_reap >= self.settings.job_lease / 2:
+                last_reap = now
+                try:
+                    await self._reap()
+                except Exception:
+                    logger.exception("reaping lost jobs failed")
+
+    async def _beat(self, run: _Run, publish: bool) -> None:
+        current = await jobs.progress(
+            self.db,
+            run.job.guid,
+            self.worker_id,
+            exported=run.exported,
+            total=run.total,
+            lease=self.settings.job_lease,
+        )
+        if current is None:
+            # Stopped by its user elsewhere, or taken over: let it go.
+            self.cancel(run.job.guid)
+            return
+        if publish and run.exported != run.published:
+            run.published = run.exported
+            await self.events.progress(current, run.user_uuid, run.exported, run.total)
+
+    async def _reap(self) -> None:
+        for job in await jobs.expired_leases(self.db):
+            if job.guid in self._runs:
+                continue
+            requeued = await jobs.requeue(
+                self.db,
+                job.guid,
+                allowed={Status.PROGRESS},
+                run_after=None,
+                error="the worker running it stopped responding",
+            )
+            if requeued is not None:
+                logger.warning("job %s requeued: its worker was lost", job.guid)
+                await self.events.requeued(
+                    requeued, await self._user_uuid(job), "worker lost"
+                )
+                self._wake.set()
+
+
+def _discard(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)

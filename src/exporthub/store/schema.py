@@ -1,0 +1,64 @@
+"""The database schema, the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
+_ID = BigInteger().with_variant(Integer, "sqlite")
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("api_key_hash", String(64), nullable=False, unique=True),
+    Column("plan", String(32), nullable=True),
+    Column("plan_status", String(16), nullable=True),
+    Column("plan_started_at", DateTime(timezone=True), nullable=True),
+    Column("plan_ends_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("guid", String(36), nullable=False, unique=True),
+    Column("user_id", _ID, ForeignKey("users.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("platform", String(32), nullable=False),
+    Column("options", JSON, nullable=False),
+    Column("total", Integer, nullable=True),
+    Column("total_exported", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("files_token", String(64), nullable=True),
+    Column("columns", JSON, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("run_after", DateTime(timezone=True), nullable=True),
+    Column("locked_by", String(64), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+Index("ix_jobs_user_created", jobs.c.user_id, jobs.c.id)
+Index("ix_jobs_status_run_after", jobs.c.status, jobs.c.run_after)

@@ -1,0 +1,124 @@
+"""Run the real exporthub server as a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+EXPORTHUB = [sys.executable, "-m", "exporthub.cli"]
+STARTUP_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    """A started ``exporthub serve`` and the environment it runs with."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    env: dict[str, str]
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/connection/websocket"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``exporthub ARGS`` against the same data directory."""
+        return subprocess.run(
+            [*EXPORTHUB, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def create_user(self, email: str) -> dict[str, str]:
+        result = self.cli("user", "create", email)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTHUB_")}
+    env.update(
+        {
+            "EXPORTHUB_DATA_DIR": str(data_dir),
+            "EXPORTHUB_TOKEN_SECRET": "test-secret-of-sufficient-length-0123456789",
+            "EXPORTHUB_LOG_LEVEL": "INFO",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def run_server(data_dir: Path, **overrides: str) -> Iterator[RunningServer]:
+    """Start ``exporthub serve`` on a free port; always stopped afterwards."""
+    port = free_port()
+    env = server_env(data_dir, **overrides)
+    env.setdefault("EXPORTHUB_PUBLIC_URL", f"http://127.0.0.1:{port}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*EXPORTHUB, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = RunningServer(process, port, env, data_dir, log_path)
+    try:
+        _wait_healthy(server)
+        yield server
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def _wait_healthy(server: RunningServer) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"exporthub exited early:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"exporthub did not become healthy:\n{server.log()}")
