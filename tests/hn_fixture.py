@@ -131,7 +131,7 @@ EXPECTED_ROWS = [
     {
         "id": "9008",
         "parent_id": "9005",
-        "depth": 1,
+        "depth": 2,
         "author": "tptacek",
         "published_at": "2007-04-04T19:25:00+00:00",
         "text": "Replying to a deleted comment",

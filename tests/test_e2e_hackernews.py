@@ -3,8 +3,9 @@ unmodified centrifuge-python client watches, on a real server process."""
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import io
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -72,9 +73,12 @@ async def test_socket_token_carries_the_five_personal_channels(server) -> None:
 
 async def test_user_create_stores_only_a_hash_of_the_api_key(server) -> None:
     alice = server.create_user("alice@example.com")
-    database = (server.data_dir / "exporthub.db").read_bytes()
-    assert alice["api_key"].encode() not in database
-    assert alice["uuid"].encode() in database
+    with sqlite3.connect(server.data_dir / "exporthub.db") as conn:
+        rows = conn.execute("SELECT * FROM users").fetchall()
+    [row] = rows
+    assert alice["uuid"] in row
+    assert alice["api_key"] not in row
+    assert hashlib.sha256(alice["api_key"].encode()).hexdigest() in row
 
 
 async def test_a_thread_exports_while_the_client_watches_every_step(server, hn) -> None:
