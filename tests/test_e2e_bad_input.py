@@ -272,7 +272,7 @@ async def test_another_users_channel_is_103_and_everyone_else_is_served(
     try:
         await watcher.wait_for(lambda: len(watcher.subscribed) == 5)
         token = await token_for(server, alice)
-        replies, code, _ = await raw_session(
+        replies, _, _ = await raw_session(
             server,
             [
                 orjson.dumps({"id": 1, "connect": {"token": token}}),

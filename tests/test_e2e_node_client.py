@@ -23,11 +23,14 @@ def test_the_npm_client_receives_the_job_events_on_its_server_side_subscriptions
     node = shutil.which("node")
     assert node, "Node.js is required for this test"
     assert (NODE_DIR / "node_modules" / "centrifuge").is_dir(), "run make test"
-    with serve_hackernews() as hn, run_server(
-        tmp_path / "data",
-        EXPORTHUB_HACKERNEWS_API=hn.base_url,
-        EXPORTHUB_PROGRESS_INTERVAL="60",
-    ) as server:
+    with (
+        serve_hackernews() as hn,
+        run_server(
+            tmp_path / "data",
+            EXPORTHUB_HACKERNEWS_API=hn.base_url,
+            EXPORTHUB_PROGRESS_INTERVAL="60",
+        ) as server,
+    ):
         alice = server.create_user("alice@example.com")
         source = f"https://news.ycombinator.com/item?id={STORY_ID}"
         result = subprocess.run(
@@ -50,10 +53,8 @@ def test_the_npm_client_receives_the_job_events_on_its_server_side_subscriptions
         ]
     )
     exports = [r for r in seen["received"] if r["channel"] == f"exports:{uuid}"]
-    assert [(r["data"]["event"], r["data"]["status"], r["offset"]) for r in exports] == [
-        ("job.created", "queueing", 1),
-        ("job.finished", "done", 2),
-    ]
+    summary = [(r["data"]["event"], r["data"]["status"], r["offset"]) for r in exports]
+    assert summary == [("job.created", "queueing", 1), ("job.finished", "done", 2)]
     finished = exports[-1]["data"]
     assert finished["details"]["totalExported"] == 5
     assert finished["url"] == finished["details"]["download_link"]

@@ -321,7 +321,7 @@ async def test_a_connection_whose_token_expires_is_disconnected(node: Node) -> N
 async def test_a_client_that_does_not_pong_is_dropped(node: Node) -> None:
     node.config.ping_interval = 0.05
     node.config.pong_timeout = 0.05
-    session, transport = await connected(node)
+    _, transport = await connected(node)
     await asyncio.sleep(0.3)
     assert {} in transport.sent
     assert transport.closed == (3012, "no pong")

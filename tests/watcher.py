@@ -47,7 +47,7 @@ class Watcher(ClientEventHandler):
         return [data for ch, data in self.messages if ch == channel]
 
     async def wait_for(
-        self, predicate: Callable[[], bool], timeout: float = WAIT
+        self, predicate: Callable[[], bool], within: float = WAIT
     ) -> None:
         """Wait until ``predicate()`` holds; fail with what did arrive."""
 
@@ -57,7 +57,7 @@ class Watcher(ClientEventHandler):
                 await self._changed.wait()
 
         try:
-            await asyncio.wait_for(loop(), timeout)
+            await asyncio.wait_for(loop(), within)
         except TimeoutError:
             raise AssertionError(f"timed out; received {self.messages!r}") from None
 
