@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 Publish = Callable[[str, Any], Awaitable[Any]]
 """``(channel, data)``: publish JSON-able data, or bytes already JSON."""
+Sink = Callable[[str, dict[str, Any]], Awaitable[None]]
+"""``(user_uuid, envelope)``: another destination of every job event, such
+as webhook deliveries. A sink must not raise; it must not block for long."""
 
 
 class JobEvents:
@@ -29,11 +32,15 @@ class JobEvents:
     Args:
         publish: the channel server's publish function.
         public_url: base of download links.
+        sinks: further destinations of every envelope, after the channels.
     """
 
-    def __init__(self, publish: Publish, public_url: str) -> None:
+    def __init__(
+        self, publish: Publish, public_url: str, sinks: list[Sink] | None = None
+    ) -> None:
         self._publish = publish
         self._public_url = public_url
+        self.sinks: list[Sink] = list(sinks or [])
 
     async def created(self, job: Job, user_uuid: str) -> None:
         await self._send(user_uuid, job, Event.CREATED, url=None)
@@ -94,6 +101,11 @@ class JobEvents:
         payload = orjson.dumps(envelope)
         await self._publish(Channel.EXPORTS.format(uuid=user_uuid), payload)
         await self._publish(Channel.job(job.guid), payload)
+        for sink in self.sinks:
+            try:
+                await sink(user_uuid, envelope)
+            except Exception:
+                logger.exception("event sink failed for %s", event.value)
 
 
 def envelope_for(
