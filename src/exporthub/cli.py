@@ -91,6 +91,7 @@ def _worker(args: argparse.Namespace) -> int:
     from exporthub.exports.worker import Worker
     from exporthub.realtime import Node
     from exporthub.store import Database
+    from exporthub.webhooks import Dispatcher
 
     settings = Settings.from_env()
 
@@ -103,8 +104,12 @@ def _worker(args: argparse.Namespace) -> int:
             broker=make_broker(settings),
         )
         await node.start()
-        worker = Worker(db, settings, JobEvents(node.publish, settings.public_url))
+        events = JobEvents(node.publish, settings.public_url)
+        dispatcher = Dispatcher(db, settings.webhooks, report=events.webhook_attempt)
+        events.sinks.append(dispatcher.sink)
+        worker = Worker(db, settings, events)
         task = asyncio.ensure_future(worker.run())
+        dispatching = asyncio.ensure_future(dispatcher.run())
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,6 +120,8 @@ def _worker(args: argparse.Namespace) -> int:
         )
         await worker.stop()
         task.cancel()
+        await dispatcher.stop()
+        await dispatching
         await node.shutdown()
         await db.close()
 

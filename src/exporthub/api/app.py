@@ -18,6 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 from exporthub import __version__
 from exporthub.api.http import HTTPError, JSONResponse, error_response
 from exporthub.api.routes import routes as user_routes
+from exporthub.api.webhook_routes import routes as webhook_routes
 from exporthub.config import Settings
 from exporthub.exports.constants import channel_namespace
 from exporthub.exports.errors import DomainError
@@ -33,6 +34,7 @@ from exporthub.realtime import (
 )
 from exporthub.realtime.broker import Broker
 from exporthub.store import Database
+from exporthub.webhooks import Dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,8 @@ def create_app(
         can_subscribe=can_subscribe,
     )
     events = JobEvents(node.publish, settings.public_url)
+    dispatcher = Dispatcher(db, settings.webhooks, report=events.webhook_attempt)
+    events.sinks.append(dispatcher.sink)
     worker = Worker(db, settings, events) if run_worker else None
     service = ExportService(
         db,
@@ -113,6 +117,7 @@ def create_app(
         await db.create()
         await node.start()
         worker_task = asyncio.ensure_future(worker.run()) if worker else None
+        dispatcher_task = asyncio.ensure_future(dispatcher.run())
         logger.info("exporthub %s serving (data in %s)", __version__, settings.data_dir)
         try:
             yield
@@ -122,12 +127,15 @@ def create_app(
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
+            await dispatcher.stop()
+            await dispatcher_task
             await node.shutdown()
             await db.close()
 
     app = Starlette(
         routes=[
             *user_routes,
+            *webhook_routes,
             Route("/health", health, methods=["GET"]),
             WebSocketRoute("/connection/websocket", WebSocketEndpoint(node)),
         ],
@@ -144,6 +152,7 @@ def create_app(
     app.state.node = node
     app.state.service = service
     app.state.worker = worker
+    app.state.dispatcher = dispatcher
     app.state.media_types = MEDIA_TYPES
     return app
 

@@ -13,7 +13,13 @@ from typing import Any
 
 import orjson
 
-from exporthub.exports.constants import ENVELOPE_VERSION, Channel, Event, Status
+from exporthub.exports.constants import (
+    ENVELOPE_VERSION,
+    WEBHOOK_ATTEMPTED,
+    Channel,
+    Event,
+    Status,
+)
 from exporthub.exports.jobs import Job
 from exporthub.exports.views import file_link
 
@@ -86,6 +92,29 @@ class JobEvents:
         if job.run_after is not None:
             details["run_after"] = job.run_after.isoformat()
         await self._send(user_uuid, job, Event.REQUEUED, url=None, details=details)
+
+    async def webhook_attempt(
+        self,
+        *,
+        user_uuid: str,
+        job_guid: str | None,
+        status: str,
+        url: str,
+        details: dict[str, Any],
+    ) -> None:
+        """Report one webhook delivery attempt on ``webhooks:{uuid}``, in the
+        standard envelope: ``status`` is the delivery's, ``url`` the endpoint."""
+        envelope = {
+            "version": ENVELOPE_VERSION,
+            "event": WEBHOOK_ATTEMPTED,
+            "guid": job_guid,
+            "status": status,
+            "url": url,
+            "details": details,
+        }
+        await self._publish(
+            Channel.WEBHOOKS.format(uuid=user_uuid), orjson.dumps(envelope)
+        )
 
     async def _send(
         self,
