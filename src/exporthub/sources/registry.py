@@ -31,6 +31,11 @@ def detect(url: str) -> tuple[type[Adapter], str]:
     raise UnsupportedURL(str(url))
 
 
+def platform_name(key: str) -> str:
+    """The human name of the platform ``key`` (the key itself if unknown)."""
+    return next((a.name for a in ADAPTERS if a.key == key), key)
+
+
 def platforms() -> list[dict[str, Any]]:
     """What ``GET /api/v3/platforms`` lists."""
     common = {
