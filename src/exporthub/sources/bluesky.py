@@ -163,7 +163,7 @@ class Bluesky(Adapter):
             platform=self.name,
             params=params,
         )
-        if response.status_code >= 400:
+        if not response.is_success:
             if missing is None and _not_found(response):
                 return None
             _raise(response, missing or "this Bluesky post does not exist")

@@ -151,7 +151,7 @@ class Mastodon(Adapter):
 
     async def _get(self, base: str, path: str, *, missing_ok: bool = False) -> Any:
         response = await send(self.http, f"{base}{path}", platform=self.name)
-        if response.status_code >= 400:
+        if not response.is_success:
             if missing_ok and response.status_code in (404, 410):
                 return None
             _raise(response)

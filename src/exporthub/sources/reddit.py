@@ -178,7 +178,7 @@ class Reddit(Adapter):
             params=params,
             headers={"User-Agent": USER_AGENT},
         )
-        if response.status_code >= 400:
+        if not response.is_success:
             _raise(response, post)
         return decode_json(response, self.name)
 

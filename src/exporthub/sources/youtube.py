@@ -161,7 +161,7 @@ class YouTube(Adapter):
             platform=self.name,
             params={**params, "key": self.secret},
         )
-        if response.status_code >= 400:
+        if not response.is_success:
             if missing_ok and response.status_code == 404:
                 return None
             _raise(response)
