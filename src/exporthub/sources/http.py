@@ -112,7 +112,7 @@ def raise_for_status(
         raise PermanentSourceError(f"{platform} says this item does not exist")
     if status in REDIRECT_STATUSES:
         raise PermanentSourceError(
-            f"{platform} redirected the request to another site (HTTP {status})"
+            f"{platform} redirected the request elsewhere (HTTP {status})"
         )
     raise PermanentSourceError(f"{platform} refused the request (HTTP {status})")
 
