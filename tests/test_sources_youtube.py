@@ -122,7 +122,7 @@ T2_REPLIES = [
 T3 = _comment("UgzT3cccc", "@dora", "Older one", "2024-03-01T08:00:00Z", 0)
 T4 = _comment("UgzT4dddd", "@emil", "Oldest", "2024-02-20T08:00:00Z", 5)
 
-PAGES = {
+PAGES: dict[str | None, dict[str, Any]] = {
     None: {
         "items": [
             # Inlined replies come newest first.
@@ -135,7 +135,7 @@ PAGES = {
     "QURTSl9pMl": {"items": [_thread(T4, 0, [])]},
 }
 # The reply list is paged too, and returned newest first.
-REPLY_PAGES = {
+REPLY_PAGES: dict[str | None, dict[str, Any]] = {
     None: {
         "items": list(reversed(T2_REPLIES))[:4],
         "nextPageToken": "Z2V0X25leHQ",

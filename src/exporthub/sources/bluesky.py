@@ -15,7 +15,7 @@ declared, which is what Bluesky itself displays.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -87,7 +87,9 @@ class Bluesky(Adapter):
             return None
         return f"{actor}/{rkey}"
 
-    def comments(self, ref: str, options: ExportOptions) -> AsyncIterator[Comment]:
+    def comments(
+        self, ref: str, options: ExportOptions
+    ) -> AsyncGenerator[Comment, None]:
         return admitted(self._walk(ref, options), options)
 
     async def _walk(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import UTC, datetime
 
@@ -66,7 +66,7 @@ def after_window(moment: datetime, options: ExportOptions) -> bool:
 
 async def admitted(
     stream: AsyncGenerator[Comment, None], options: ExportOptions
-) -> AsyncIterator[Comment]:
+) -> AsyncGenerator[Comment, None]:
     """The comments of ``stream`` that ``options`` admit, up to its limit.
 
     Stopping at the limit closes ``stream``, so an adapter that fetches

@@ -14,7 +14,7 @@ opens private repositories the token can read.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -82,7 +82,9 @@ class GitHub(Adapter):
             return None
         return f"{owner}/{repo}#{int(number)}"
 
-    def comments(self, ref: str, options: ExportOptions) -> AsyncIterator[Comment]:
+    def comments(
+        self, ref: str, options: ExportOptions
+    ) -> AsyncGenerator[Comment, None]:
         return admitted(self._walk(ref, options), options)
 
     async def _walk(
@@ -96,11 +98,13 @@ class GitHub(Adapter):
         issue, _ = await self._get(path, None, ref)
         self.total = (issue or {}).get("comments")
 
-        params: dict[str, Any] | None = {"per_page": PAGE_SIZE}
+        first: dict[str, Any] = {"per_page": PAGE_SIZE}
         if options.min_timestamp is not None:
             # "since" filters on the last update, which is never before
             # creation, so it only drops comments outside the window.
-            params = {**params, "since": _github_time(options.min_timestamp)}
+            first["since"] = _github_time(options.min_timestamp)
+        # Next-page links carry every parameter themselves.
+        params: dict[str, Any] | None = first
         url: str | None = f"{path}/comments"
         while url:
             page, response = await self._get(url, params, ref)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,7 +78,9 @@ class Mastodon(Adapter):
             return None
         return f"{host}|{match.group(2)}"
 
-    def comments(self, ref: str, options: ExportOptions) -> AsyncIterator[Comment]:
+    def comments(
+        self, ref: str, options: ExportOptions
+    ) -> AsyncGenerator[Comment, None]:
         return admitted(self._walk(ref, options), options)
 
     async def _walk(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import httpx
@@ -85,7 +85,9 @@ class Reddit(Adapter):
                 return match.group(1).lower()
         return None
 
-    def comments(self, ref: str, options: ExportOptions) -> AsyncIterator[Comment]:
+    def comments(
+        self, ref: str, options: ExportOptions
+    ) -> AsyncGenerator[Comment, None]:
         return admitted(self._walk(ref, options), options)
 
     async def _walk(

@@ -10,7 +10,7 @@ top-level comment.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -80,7 +80,9 @@ class YouTube(Adapter):
                 return match.group(1)
         return None
 
-    def comments(self, ref: str, options: ExportOptions) -> AsyncIterator[Comment]:
+    def comments(
+        self, ref: str, options: ExportOptions
+    ) -> AsyncGenerator[Comment, None]:
         return admitted(self._walk(ref, options), options)
 
     async def _walk(
