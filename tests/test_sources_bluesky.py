@@ -118,6 +118,8 @@ B2 = _post(
 )
 B2A = _post(ALICE, "3kb2a", "deepest", "2024-11-20T12:13:00.000Z", parent=B2["uri"])
 C = _post(CARA, "3kccc", "last one", "2024-11-20T12:20:00.000Z")
+# A client wrote a time that is not one; Bluesky still indexed the post.
+C["record"]["createdAt"] = "20 Nov, noon"
 
 ROOT = _view(
     _post(
@@ -336,6 +338,13 @@ async def test_nanosecond_timestamps_are_read(
     assert exported[1].published_at == datetime(
         2024, 11, 20, 12, 5, 0, 123456, tzinfo=UTC
     )
+
+
+async def test_unreadable_declared_time_falls_back_to_the_indexed_time(
+    http: httpx.AsyncClient, server: FixtureServer
+) -> None:
+    exported = await _export(http, server)
+    assert exported[-1].published_at == datetime(2024, 11, 20, 12, 20, tzinfo=UTC)
 
 
 async def test_unverified_handle_falls_back_to_the_did(

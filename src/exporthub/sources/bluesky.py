@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator, Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -202,7 +203,7 @@ def _comment(post: dict[str, Any], parent: str, depth: int) -> Comment:
         parent_id=parent,
         depth=depth,
         author=handle or author.get("did"),
-        published_at=parse_time(record.get("createdAt") or post["indexedAt"]),
+        published_at=_published(post),
         text=text_body(record.get("text")),
         permalink=PERMALINK.format(actor=handle or author.get("did"), rkey=rkey),
         likes=int(post.get("likeCount") or 0),
@@ -217,6 +218,18 @@ def _not_found(response: httpx.Response) -> bool:
         "NotFound",
         "InvalidRequest",
     )
+
+
+def _published(post: dict[str, Any]) -> datetime:
+    """The author's declared time, or the time Bluesky indexed the post when
+    the client wrote no usable one."""
+    declared = (post.get("record") or {}).get("createdAt")
+    if isinstance(declared, str):
+        try:
+            return parse_time(declared)
+        except ValueError:
+            pass
+    return parse_time(post["indexedAt"])
 
 
 def _raise(response: httpx.Response, missing: str) -> None:

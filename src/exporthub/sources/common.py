@@ -12,14 +12,19 @@ from datetime import UTC, datetime
 
 from exporthub.sources.base import Comment, ExportOptions, plain_text
 
-# datetime.fromisoformat in 3.11 takes at most six fraction digits; some
-# platforms send nanoseconds.
+# Fractions are cut to microseconds, all a datetime holds, so parsing does not
+# depend on how many digits a platform sends (some send nanoseconds).
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 def parse_time(value: str) -> datetime:
-    """An RFC 3339 timestamp as an aware datetime; a missing offset is UTC."""
-    moment = datetime.fromisoformat(_FRACTION.sub(r"\1", value.strip()))
+    """An RFC 3339 timestamp as an aware datetime; a missing offset is UTC.
+
+    Raises:
+        ValueError: ``value`` is not such a timestamp.
+    """
+    # RFC 3339 allows lower-case "t" and "z"; fromisoformat does not.
+    moment = datetime.fromisoformat(_FRACTION.sub(r"\1", value.strip().upper()))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment
