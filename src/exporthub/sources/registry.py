@@ -5,9 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from exporthub.sources.base import Adapter
+from exporthub.sources.bluesky import Bluesky
+from exporthub.sources.github import GitHub
 from exporthub.sources.hackernews import HackerNews
+from exporthub.sources.mastodon import Mastodon
+from exporthub.sources.reddit import Reddit
+from exporthub.sources.youtube import YouTube
 
-ADAPTERS: tuple[type[Adapter], ...] = (HackerNews,)
+# Mastodon comes last: its URL shape fits any host, so every platform with a
+# fixed host is tried first.
+ADAPTERS: tuple[type[Adapter], ...] = (
+    HackerNews,
+    YouTube,
+    Reddit,
+    Bluesky,
+    GitHub,
+    Mastodon,
+)
 
 
 class UnsupportedURL(ValueError):
