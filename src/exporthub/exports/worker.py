@@ -105,7 +105,8 @@ class Worker:
         """Claim and run jobs until :meth:`stop`."""
         self._http = httpx.AsyncClient(
             timeout=self.settings.source_timeout,
-            follow_redirects=True,
+            # Adapters follow redirects themselves, only within the platform.
+            follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
             limits=httpx.Limits(max_connections=32),
         )
@@ -272,8 +273,9 @@ class Worker:
             run.total = adapter.total
             if options.limit is not None and run.total is not None:
                 run.total = min(run.total, options.limit)
+            # Closing assembles the XLSX: seconds for big exports, off the loop.
             for writer in writers:
-                writer.close()
+                await asyncio.to_thread(writer.close)
         except BaseException:
             for writer in writers:
                 writer.abort()
