@@ -216,10 +216,10 @@ def _kind(address: IPAddress) -> str | None:
         return "unique-local"
     if address.version == 4 and address in SHARED_NETWORK:
         return "shared (carrier-grade NAT)"
-    if address.is_private:
-        return "private"
     if address.is_reserved:
         return "reserved"
+    if address.is_private:
+        return "private"
     if not address.is_global:
         return "non-public"
     return None
