@@ -60,13 +60,15 @@ class UserApi:
         assert response.status_code == 200, response.text
         return list(reversed(response.json()["data"]))
 
-    async def ended_deliveries(self, webhook_id: int, count: int) -> list[Any]:
+    async def ended_deliveries(
+        self, webhook_id: int, count: int, within: float = WAIT
+    ) -> list[Any]:
         """Wait until ``count`` deliveries exist and none is pending."""
 
         def ended(found: list[Any]) -> bool:
             return len(found) >= count and all(d["status"] != "pending" for d in found)
 
-        return await eventually(lambda: self.deliveries(webhook_id), ended)
+        return await eventually(lambda: self.deliveries(webhook_id), ended, within)
 
 
 async def eventually(
