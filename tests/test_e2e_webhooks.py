@@ -25,6 +25,9 @@ VERIFY = load_function("### Verifying a delivery", "verify_exporthub")
 RETRY_DELAY = 0.2
 JITTER = 0.25
 JOB_EVENTS = ["job.created", "job.finished"]
+LARGE_REPLY = 64 * 1024 * 1024
+"""More than any socket buffers hold, so a reader that stops early shows."""
+KEPT_REPLY = 512
 
 
 @pytest.fixture
@@ -318,3 +321,107 @@ async def test_an_endpoint_with_an_event_filter_gets_only_those_events(
             [delivery] = await api.ended_deliveries(webhook["id"], 1)
     assert delivery["event"] == "job.finished"
     assert [r.event["event"] for r in receiver.requests] == ["job.finished"]
+
+
+async def test_a_delivery_to_a_host_name_keeps_the_name_in_the_host_header(
+    server,
+) -> None:
+    alice = server.create_user("alice@example.com")
+    with serve_receiver() as receiver:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            api = UserApi(http, alice["api_key"])
+            url = f"http://localhost:{receiver.port}/hook"
+            webhook = await api.register(url, ["job.created"])
+            await api.job()
+            [delivery] = await api.ended_deliveries(webhook["id"], 1)
+    [received] = receiver.requests
+    assert delivery["status"] == "delivered"
+    assert received.headers["host"] == f"localhost:{receiver.port}"
+
+
+async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(server) -> None:
+    alice = server.create_user("alice@example.com")
+    with (
+        serve_receiver() as target,
+        serve_receiver(
+            status=302, location=f"http://127.0.0.1:{free_port()}/elsewhere"
+        ) as receiver,
+    ):
+        receiver.location = target.url
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            api = UserApi(http, alice["api_key"])
+            webhook = await api.register(receiver.url, ["job.created"])
+            await api.job()
+            [delivery] = await eventually(
+                lambda: api.deliveries(webhook["id"]),
+                lambda found: bool(found and found[0]["attempts"]),
+            )
+    first = delivery["attempts"][0]
+    assert (first["status_code"], first["error"], first["success"]) == (
+        302,
+        "answered 302; redirects are not followed",
+        False,
+    )
+    assert target.connections == 0
+
+
+async def test_only_the_head_of_a_large_answer_is_read(server) -> None:
+    alice = server.create_user("alice@example.com")
+    with serve_receiver(reply_size=LARGE_REPLY) as receiver:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            api = UserApi(http, alice["api_key"])
+            webhook = await api.register(receiver.url, ["job.created"])
+            await api.job()
+            [delivery] = await api.ended_deliveries(webhook["id"], 1)
+        await receiver.wait_for(lambda: receiver.reply_cut)
+    [attempt] = delivery["attempts"]
+    assert (attempt["success"], attempt["response"]) == (True, "x" * KEPT_REPLY)
+
+
+async def test_an_endpoint_that_does_not_answer_in_time_is_a_timed_out_attempt(
+    server,
+) -> None:
+    alice = server.create_user("alice@example.com")
+    gate = threading.Event()
+    with serve_receiver(gate=gate) as receiver:
+        try:
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                api = UserApi(http, alice["api_key"])
+                webhook = await api.register(receiver.url, ["job.created"])
+                await api.job()
+                [delivery] = await eventually(
+                    lambda: api.deliveries(webhook["id"]),
+                    lambda found: bool(found and found[0]["attempts"]),
+                )
+        finally:
+            gate.set()
+    first = delivery["attempts"][0]
+    assert (first["status_code"], first["error"], first["success"]) == (
+        None,
+        "timed out after 2s",
+        False,
+    )
+
+
+async def test_an_address_refused_after_registration_is_never_contacted(
+    tmp_path: Path, hn
+) -> None:
+    strict = settings(hn, EXPORTHUB_WEBHOOK_MAX_ATTEMPTS="2")
+    del strict["EXPORTHUB_WEBHOOK_ALLOWED_NETWORKS"]
+    with serve_receiver() as receiver:
+        with run_server(tmp_path / "data", **settings(hn)) as lenient:
+            alice = lenient.create_user("alice@example.com")
+            async with httpx.AsyncClient(base_url=lenient.url) as http:
+                webhook = await UserApi(http, alice["api_key"]).register(
+                    receiver.url, ["job.created"]
+                )
+        with run_server(tmp_path / "data", **strict) as server:
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                api = UserApi(http, alice["api_key"])
+                await api.job()
+                [delivery] = await api.ended_deliveries(webhook["id"], 1)
+    assert delivery["status"] == "failed"
+    assert [a["error"] for a in delivery["attempts"]] == [
+        "127.0.0.1 is a loopback address"
+    ] * 2
+    assert receiver.connections == 0

@@ -2,8 +2,8 @@
 
 It listens on 127.0.0.1, answers with the status codes it is told to (a
 queue first, then a default), can hold every request until a gate opens,
-and counts the TCP connections it accepts, so a test can tell that nothing
-connected at all.
+answer with a redirect or an oversized body, and counts the TCP connections
+it accepts, so a test can tell that nothing connected at all.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ class Receiver:
     status: int = 200
     queue: list[int] = field(default_factory=list)
     gate: threading.Event | None = None
+    location: str | None = None
+    reply_size: int | None = None
+    reply_cut: bool = False
     requests: list[Received] = field(default_factory=list)
     arrived: int = 0
     connections: int = 0
@@ -115,11 +118,19 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             receiver.requests.append(Received(headers, body, status))
             reply = b'{"ok": true}'
+            if receiver.reply_size is not None:
+                reply = b"x" * receiver.reply_size
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply)))
+            if receiver.location is not None:
+                self.send_header("Location", receiver.location)
             self.end_headers()
-            self.wfile.write(reply)
+            try:
+                self.wfile.write(reply)
+            except OSError:
+                # The client hung up before taking the whole answer.
+                receiver.reply_cut = True
 
         def log_message(self, format: str, *args: Any) -> None:
             return

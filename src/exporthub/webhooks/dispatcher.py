@@ -95,6 +95,9 @@ class Dispatcher:
 
     async def sink(self, user_uuid: str, envelope: dict[str, Any]) -> None:
         """A job event sink: store a delivery per endpoint that wants it."""
+        # Limitation: An event is lost if its process dies after the job
+        # changed and before the delivery rows were written: the two are not
+        # one transaction.
         try:
             stored = await store.enqueue(self.db, user_uuid, envelope)
         except Exception:
