@@ -115,12 +115,16 @@ class Dispatcher:
         try:
             while not self._stopping:
                 self._wake.clear()
+                pause = POLL_INTERVAL
                 try:
                     await self._claim_due()
                     await self._prune()
+                    pause = await self._until_next_due()
                 except Exception:
                     logger.exception("webhook dispatcher could not read deliveries")
-                await self._idle()
+                if not self._stopping:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), pause)
         finally:
             await self._client.aclose()
 
@@ -137,15 +141,12 @@ class Dispatcher:
                 await asyncio.wait(pending)
         logger.info("webhook dispatcher %s stopped", self.owner)
 
-    async def _idle(self) -> None:
-        if self._stopping:
-            return
-        timeout = POLL_INTERVAL
+    async def _until_next_due(self) -> float:
+        """Seconds to sleep: until the next retry is due, at most a poll."""
         upcoming = await store.next_due(self.db, utcnow())
-        if upcoming is not None:
-            timeout = min(timeout, max(0.0, (upcoming - utcnow()).total_seconds()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        if upcoming is None:
+            return POLL_INTERVAL
+        return min(POLL_INTERVAL, max(0.0, (upcoming - utcnow()).total_seconds()))
 
     async def _claim_due(self) -> None:
         room = MAX_IN_FLIGHT - len(self._tasks)
@@ -226,7 +227,10 @@ class Dispatcher:
             return
         if now is None:
             logger.info(
-                "webhook delivery %s dropped: its endpoint was deleted", delivery.guid
+                "webhook delivery %s attempt %d not recorded: its endpoint was "
+                "deleted, or its claim lapsed and another process took it",
+                delivery.guid,
+                delivery.attempts,
             )
             return
         if now.status is DeliveryStatus.FAILED:
