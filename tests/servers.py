@@ -70,6 +70,8 @@ def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
             "EXPORTHUB_DATA_DIR": str(data_dir),
             "EXPORTHUB_TOKEN_SECRET": "test-secret-of-sufficient-length-0123456789",
             "EXPORTHUB_LOG_LEVEL": "INFO",
+            # Tests hold jobs at fixture gates; shutting down need not wait.
+            "EXPORTHUB_SHUTDOWN_GRACE": "1",
         }
     )
     env.update(overrides)
