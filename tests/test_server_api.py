@@ -18,7 +18,9 @@ import requests
 from cent import (
     AsyncClient,
     BatchRequest,
+    BoolValue,
     BroadcastRequest,
+    ChannelOptionsOverride,
     ChannelsRequest,
     Client,
     ClientInfo,
@@ -326,6 +328,20 @@ async def test_subscribe_info_is_shown_in_presence(
             )
         }
     )
+
+
+async def test_subscribe_override_can_keep_a_subscription_out_of_presence(
+    server: ExampleServer, api: Api
+) -> None:
+    user, channel = unique("user-"), unique("room:")
+    override = ChannelOptionsOverride(presence=BoolValue(value=False))
+    async with connected_client(server, user) as (_, events):
+        await api.subscribe(
+            SubscribeRequest(user=user, channel=channel, override=override)
+        )
+        await events.next("subscribed", lambda ctx: ctx.channel == channel)
+        presence = await api.presence(PresenceRequest(channel=channel))
+    assert presence == PresenceResult(presence={})
 
 
 async def test_subscribe_to_unknown_namespace_is_error_102(api: Api) -> None:

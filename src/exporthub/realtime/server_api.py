@@ -4,7 +4,7 @@ Unmodified server API clients (``cent`` for Python, and the others) work
 against it. A reply is ``{"result": {...}}`` or ``{"error": {"code",
 "message"}}`` with HTTP 200; ``batch`` replies ``{"replies": [...]}``, one
 ``{"<method>": result}`` or ``{"error": ...}`` per command. HTTP statuses say
-what is wrong with the request itself, each with a JSON ``error`` body:
+what is wrong with the request itself:
 
 - 401: wrong or missing API key (``X-API-Key: <key>`` or
   ``Authorization: apikey <key>``);
@@ -12,6 +12,8 @@ what is wrong with the request itself, each with a JSON ``error`` body:
 - 405: an HTTP method other than POST;
 - 413: a body over the size limit;
 - 400: a body that is not a JSON object, or a field of the wrong type.
+
+All but 405 and the 404 of an API that is off carry a JSON ``error`` body.
 
 Where it differs from Centrifugo: ``data`` (or ``b64data``, which must decode
 to JSON since clients speak JSON) is required to publish; ``tags`` are
@@ -469,7 +471,7 @@ def _override(
     """``options`` with the ``{"value": bool}`` overrides of ``subscribe``."""
     if not override:
         return options
-    changes: dict[str, bool] = {}
+    changes: dict[str, Any] = {}
     for name in _OVERRIDABLE:
         wrapped = _object(override, name)
         if wrapped is not None:
