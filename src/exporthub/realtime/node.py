@@ -227,7 +227,7 @@ class Node:
 
     async def announce_join(self, session: Session, channel: str) -> None:
         """Emit the join event of a subscription; runs after the client was
-        told it is subscribed, so that its own join reaches it last."""
+        told it is subscribed, so that its own join follows that reply."""
         sub = session.subscriptions.get(channel)
         if sub is not None and sub.join_leave:
             info = _client_info(session, sub)
