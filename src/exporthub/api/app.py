@@ -36,6 +36,7 @@ from exporthub.realtime import (
     WebSocketEndpoint,
 )
 from exporthub.realtime.broker import Broker
+from exporthub.realtime.server_api import ServerAPI
 from exporthub.realtime.session import Session
 from exporthub.store import Database
 
@@ -145,9 +146,13 @@ def create_app(
             await node.shutdown()
             await db.close()
 
+    server_api = ServerAPI(
+        node, settings.api_key, max_body_bytes=settings.max_body_bytes
+    )
     app = Starlette(
         routes=[
             *user_routes,
+            *server_api.routes,
             Route("/health", health, methods=["GET"]),
             WebSocketRoute("/connection/websocket", WebSocketEndpoint(node)),
         ],
