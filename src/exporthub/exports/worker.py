@@ -346,12 +346,15 @@ class Worker:
     async def _beat(self, run: _Run, publish: bool) -> None:
         if run.finishing:
             return
+        # One reading for the database and every message: comments keep
+        # arriving while the update is awaited.
+        exported, total = run.exported, run.total
         current = await jobs.progress(
             self.db,
             run.job.guid,
             self.worker_id,
-            exported=run.exported,
-            total=run.total,
+            exported=exported,
+            total=total,
             lease=self.settings.job_lease,
         )
         if current is None:
@@ -360,10 +363,10 @@ class Worker:
                 self.cancel(run.job.guid)
             return
         # Nothing exported yet is no progress worth a message.
-        if publish and run.exported and run.exported != run.published:
-            run.published = run.exported
-            await self.events.progress(current, run.user, run.exported, run.total)
-        await self.events.milestones(current, run.user, run.exported, run.total)
+        if publish and exported and exported != run.published:
+            run.published = exported
+            await self.events.progress(current, run.user, exported, total)
+        await self.events.milestones(current, run.user, exported, total)
 
     async def _reap(self) -> None:
         for job in await jobs.expired_leases(self.db):
