@@ -127,7 +127,7 @@ def _worker(args: argparse.Namespace) -> int:
             {task, asyncio.ensure_future(stopping.wait())},
             return_when=asyncio.FIRST_COMPLETED,
         )
-        await worker.stop()
+        await worker.stop(settings.shutdown_grace)
         task.cancel()
         await dispatcher.stop()
         await dispatching

@@ -63,6 +63,7 @@ class Settings:
     source_timeout: float = 20.0
     history_size: int = 100
     outbox_interval: float = 0.5
+    shutdown_grace: float = 10.0
     plan_check_interval: float = 30.0
     history_ttl: float = 600.0
     source_apis: dict[str, str] = field(default_factory=dict)
@@ -94,6 +95,7 @@ class Settings:
             source_timeout=_float("SOURCE_TIMEOUT", 20.0),
             history_size=_int("HISTORY_SIZE", 100),
             outbox_interval=_float("OUTBOX_INTERVAL", 0.5),
+            shutdown_grace=_float("SHUTDOWN_GRACE", 10.0),
             plan_check_interval=_float("PLAN_CHECK_INTERVAL", 30.0),
             history_ttl=_float("HISTORY_TTL", 600.0),
             webhooks=WebhookSettings.from_env(),

@@ -19,6 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from exporthub import __version__
 from exporthub.accounts import get_user_by_uuid
 from exporthub.api.http import HTTPError, JSONResponse, error_response
+from exporthub.api.metrics import make_registry, metrics
 from exporthub.api.routes import routes as user_routes
 from exporthub.api.webhook_routes import routes as webhook_routes
 from exporthub.config import Settings
@@ -37,6 +38,7 @@ from exporthub.realtime import (
     WebSocketEndpoint,
 )
 from exporthub.realtime.broker import Broker
+from exporthub.realtime.server_api import ServerAPI
 from exporthub.realtime.session import Session
 from exporthub.store import Database
 from exporthub.webhooks import Dispatcher
@@ -143,7 +145,7 @@ def create_app(
             housekeeping.cancel()
             await downloads.close()
             if worker is not None and worker_task is not None:
-                await worker.stop()
+                await worker.stop(settings.shutdown_grace)
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
@@ -152,11 +154,16 @@ def create_app(
             await node.shutdown()
             await db.close()
 
+    server_api = ServerAPI(
+        node, settings.api_key, max_body_bytes=settings.max_body_bytes
+    )
     app = Starlette(
         routes=[
             *user_routes,
             *webhook_routes,
+            *server_api.routes,
             Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             WebSocketRoute("/connection/websocket", WebSocketEndpoint(node)),
         ],
         exception_handlers={
@@ -172,6 +179,7 @@ def create_app(
     app.state.node = node
     app.state.service = service
     app.state.downloads = downloads
+    app.state.metrics_registry, app.state.metrics_collector = make_registry(node)
     app.state.events = events
     app.state.worker = worker
     app.state.dispatcher = dispatcher
