@@ -17,6 +17,8 @@ from webhook_receiver import serve_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
+MAX_WEBHOOKS = 20
+
 VALID_EVENTS = (
     "job.created, job.progress, job.finished, job.failed, job.requeued, "
     "job.convert.done, job.convert.failed, bulk_download.ready, "
@@ -144,6 +146,17 @@ async def test_the_secret_is_shown_at_registration_only(alice) -> None:
                 "created_at": created["created_at"],
             }
         ]
+    }
+
+
+async def test_a_user_has_at_most_twenty_webhooks(alice) -> None:
+    for n in range(MAX_WEBHOOKS):
+        await alice.register(f"http://127.0.0.1:9/hook/{n}")
+    response = await alice.post("/api/v3/webhooks", {"url": "http://127.0.0.1:9/"})
+    assert response.status_code == 409
+    assert response.json() == {
+        "error": "at most 20 webhooks per user",
+        "error_code": "webhook_limit",
     }
 
 

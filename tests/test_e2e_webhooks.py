@@ -425,3 +425,35 @@ async def test_an_address_refused_after_registration_is_never_contacted(
         "127.0.0.1 is a loopback address"
     ] * 2
     assert receiver.connections == 0
+
+
+async def test_an_endpoint_has_at_most_its_concurrency_of_attempts_at_once(
+    tmp_path: Path, hn
+) -> None:
+    env = settings(
+        hn, EXPORTHUB_WEBHOOK_TIMEOUT="30", EXPORTHUB_WEBHOOK_CONCURRENCY="2"
+    )
+    gate = threading.Event()
+    with (
+        serve_receiver(gate=gate) as receiver,
+        run_server(tmp_path / "data", **env) as server,
+    ):
+        try:
+            alice = server.create_user("alice@example.com")
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                api = UserApi(http, alice["api_key"])
+                webhook = await api.register(receiver.url)
+                jobs = [await api.job() for _ in range(3)]
+                for job in jobs:
+                    await eventually(
+                        lambda job=job: api.job_status(job["guid"]), "done".__eq__
+                    )
+                await receiver.wait_for(lambda: receiver.arrived == 2)
+                held = receiver.arrived
+                gate.set()
+                await api.ended_deliveries(webhook["id"], 6)
+        finally:
+            gate.set()
+    received = events_by_job([r.event for r in receiver.delivered()])
+    assert held == 2
+    assert received == {job["guid"]: JOB_EVENTS for job in jobs}
