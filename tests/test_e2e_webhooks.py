@@ -156,21 +156,39 @@ async def test_a_receiver_answering_503_for_a_while_gets_every_event_in_order(
     alice = server.create_user("alice@example.com")
     watcher, client = await watch(server, alice)
     try:
-        with serve_receiver(queue=[503] * 4) as receiver:
+        with serve_receiver(status=503) as receiver:
             async with httpx.AsyncClient(base_url=server.url) as http:
                 api = UserApi(http, alice["api_key"])
                 webhook = await api.register(receiver.url)
                 first = await api.job()
                 second = await api.job()
-                await api.ended_deliveries(webhook["id"], 4)
+                for job in (first, second):
+                    await eventually(
+                        lambda job=job: api.job_status(job["guid"]), "done".__eq__
+                    )
+
+                def refused_twice(found: list) -> bool:
+                    created = [d for d in found if d["event"] == "job.created"]
+                    return len(created) == 2 and all(
+                        len(d["attempts"]) >= 2 for d in created
+                    )
+
+                await eventually(lambda: api.deliveries(webhook["id"]), refused_twice)
+                receiver.status = 200
+                deliveries = await api.ended_deliveries(webhook["id"], 4)
         exports = f"exports:{alice['uuid']}"
         await watcher.wait_for(lambda: len(watcher.on(exports)) == 4)
         sent = events_by_job(watcher.on(exports))
         received = events_by_job([r.event for r in receiver.delivered()])
         assert sent == {first["guid"]: JOB_EVENTS, second["guid"]: JOB_EVENTS}
         assert received == sent
-        assert [r.answered for r in receiver.requests].count(503) == 4
-        assert len({r.delivery for r in receiver.delivered()}) == 4
+        refused = [a for d in deliveries for a in d["attempts"] if not a["success"]]
+        finished = [d for d in deliveries if d["event"] == "job.finished"]
+        assert [r.answered for r in receiver.requests].count(503) == len(refused)
+        assert [len(d["attempts"]) for d in finished] == [1, 1]
+        assert sorted(r.delivery for r in receiver.delivered()) == sorted(
+            d["id"] for d in deliveries
+        )
     finally:
         await client.disconnect()
 
