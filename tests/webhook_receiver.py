@@ -2,13 +2,14 @@
 
 It listens on 127.0.0.1, answers with the status codes it is told to (a
 queue first, then a default), can hold every request until a gate opens,
-answer with a redirect or an oversized body, and counts the TCP connections
-it accepts, so a test can tell that nothing connected at all.
+answer with a redirect or an oversized body, speak TLS, and counts the TCP
+connections it accepts, so a test can tell that nothing connected at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,6 +55,7 @@ class Receiver:
     location: str | None = None
     reply_size: int | None = None
     reply_cut: bool = False
+    tls: ssl.SSLContext | None = None
     requests: list[Received] = field(default_factory=list)
     arrived: int = 0
     connections: int = 0
@@ -62,7 +64,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}{HOOK_PATH}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}{HOOK_PATH}"
 
     def answer(self) -> int:
         with self._lock:
@@ -75,6 +78,8 @@ class Receiver:
     def start(self) -> None:
         server = ThreadingHTTPServer((LOOPBACK, self.port), _handler(self))
         server.daemon_threads = True
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         threading.Thread(target=server.serve_forever, daemon=True).start()

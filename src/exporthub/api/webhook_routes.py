@@ -4,7 +4,6 @@ deliveries with every attempt, and send a delivery again."""
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 import orjson
@@ -13,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from exporthub.api.http import HTTPError, JSONResponse, current_user, read_object
-from exporthub.api.routes import DEFAULT_PER_PAGE, MAX_PER_PAGE, _positive
+from exporthub.api.routes import _GUID, DEFAULT_PER_PAGE, MAX_PER_PAGE, _positive
 from exporthub.exports.constants import Event
 from exporthub.exports.views import iso
 from exporthub.webhooks import store
@@ -23,9 +22,6 @@ from exporthub.webhooks.guard import resolve as resolve_endpoint
 
 EVENT_NAMES = tuple(event.value for event in Event)
 """What an endpoint may subscribe to: every job event."""
-_DELIVERY_GUID = re.compile(
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-)
 
 
 class Code:
@@ -96,7 +92,7 @@ async def redeliver(request: Request) -> Response:
     webhook = await _own_webhook(request)
     guid = request.path_params["delivery"]
     created = None
-    if _DELIVERY_GUID.match(guid):
+    if _GUID.match(guid):
         try:
             created = await store.redeliver(request.app.state.db, webhook.id, guid)
         except store.StillPending as exc:

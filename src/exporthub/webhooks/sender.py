@@ -11,6 +11,7 @@ used, since they would connect somewhere the guard never checked.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ from exporthub.webhooks.guard import EndpointError, parse_endpoint, resolve
 from exporthub.webhooks.signing import signature_headers
 
 SUCCESS = range(200, 300)
+REDIRECTS = range(300, 400)
 MILLISECONDS = 1000.0
 
 
@@ -58,14 +60,16 @@ class Message:
     attempt: int
 
 
-def new_client() -> httpx.AsyncClient:
-    """The HTTP client deliveries share.
+def new_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """The HTTP client deliveries share; ``verify`` is its trust store (the
+    default one unless given).
 
     Every request opens its own connection: requests go to IP addresses, and
     a pooled connection verified for one host name must not carry a request
     for another name that happens to share the address.
     """
     return httpx.AsyncClient(
+        verify=verify,
         follow_redirects=False,
         trust_env=False,
         limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=0),
@@ -87,9 +91,7 @@ async def attempt(
     try:
         async with asyncio.timeout(timeout):
             status, excerpt = await _post(client, message, settings)
-    except TimeoutError:
-        return Outcome(None, f"timed out after {timeout:g}s", elapsed())
-    except httpx.TimeoutException:
+    except (TimeoutError, httpx.TimeoutException):
         return Outcome(None, f"timed out after {timeout:g}s", elapsed())
     except EndpointError as exc:
         return Outcome(None, _short(str(exc)), elapsed())
@@ -98,7 +100,7 @@ async def attempt(
     error = None
     if status not in SUCCESS:
         error = f"answered {status}"
-        if status in range(300, 400):
+        if status in REDIRECTS:
             error += "; redirects are not followed"
     return Outcome(status, error, elapsed(), excerpt)
 
