@@ -14,7 +14,7 @@ import pytest
 
 from hn_fixture import serve_hackernews
 from readme_snippets import load_function
-from servers import free_port, run_server
+from servers import free_port, run_server, stop
 from watcher import Watcher, make_client, token_getter
 from webhook_api import LOOPBACK_ONLY, UserApi, eventually
 from webhook_receiver import serve_receiver
@@ -475,3 +475,32 @@ async def test_an_endpoint_has_at_most_its_concurrency_of_attempts_at_once(
     received = events_by_job([r.event for r in receiver.delivered()])
     assert held == 2
     assert received == {job["guid"]: JOB_EVENTS for job in jobs}
+
+
+@pytest.mark.timeout(120)
+async def test_an_attempt_cut_off_by_a_shutdown_is_recorded_and_made_again(
+    tmp_path: Path, hn
+) -> None:
+    env = settings(hn, EXPORTHUB_WEBHOOK_TIMEOUT="30")
+    gate = threading.Event()
+    with serve_receiver(gate=gate) as receiver:
+        with run_server(tmp_path / "data", **env) as first:
+            alice = first.create_user("alice@example.com")
+            async with httpx.AsyncClient(base_url=first.url) as http:
+                api = UserApi(http, alice["api_key"])
+                webhook = await api.register(receiver.url, ["job.created"])
+                await api.job()
+                await receiver.wait_for(lambda: receiver.arrived == 1)
+            stop(first.process)
+        gate.set()
+        with run_server(tmp_path / "data", **env) as second:
+            async with httpx.AsyncClient(base_url=second.url) as http:
+                api = UserApi(http, alice["api_key"])
+                [delivery] = await api.ended_deliveries(webhook["id"], 1)
+    assert [
+        (a["attempt"], a["status_code"], a["error"], a["success"])
+        for a in delivery["attempts"]
+    ] == [
+        (1, None, "interrupted: the process sending it stopped", False),
+        (2, 200, None, True),
+    ]

@@ -126,6 +126,10 @@ class Dispatcher:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), pause)
         finally:
+            # Closing the client cuts its connections: the attempts on them
+            # end first (stop() gives them their grace, then cancels them).
+            if self._tasks:
+                await asyncio.wait(list(self._tasks))
             await self._client.aclose()
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
