@@ -86,8 +86,8 @@ def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 
 
 @contextmanager
-def run_server(data_dir: Path, **overrides: str) -> Iterator[RunningServer]:
-    """Start ``exporthub serve`` on a free port; always stopped afterwards."""
+def run_server(data_dir: Path, *args: str, **overrides: str) -> Iterator[RunningServer]:
+    """Start ``exporthub serve ARGS`` on a free port; always stopped afterwards."""
     port = free_port()
     env = server_env(data_dir, **overrides)
     env.setdefault("EXPORTHUB_PUBLIC_URL", f"http://127.0.0.1:{port}")
@@ -95,7 +95,7 @@ def run_server(data_dir: Path, **overrides: str) -> Iterator[RunningServer]:
     log_path = data_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*EXPORTHUB, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [*EXPORTHUB, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
