@@ -109,6 +109,18 @@ def run_server(data_dir: Path, *args: str, **overrides: str) -> Iterator[Running
         stop(process)
 
 
+def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``exporthub worker`` with ``env``; stop it with :func:`stop`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [*EXPORTHUB, "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)

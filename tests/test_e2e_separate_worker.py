@@ -3,14 +3,13 @@ clients of the serving node: its messages go through the database."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from hn_fixture import STORY_ID, serve_hackernews
-from servers import EXPORTHUB, run_server, stop
+from servers import run_server, spawn_worker, stop
 from watcher import Watcher, make_client, token_getter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -28,14 +27,7 @@ async def test_a_separate_worker_on_sqlite_reports_through_the_serving_node(
             EXPORTHUB_OUTBOX_INTERVAL="0.1",
         ) as server,
     ):
-        log = (tmp_path / "worker.log").open("wb")
-        worker = subprocess.Popen(
-            [*EXPORTHUB, "worker"],
-            env=server.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        worker = spawn_worker(server.env, tmp_path / "worker.log")
         alice = server.create_user("alice@example.com")
         watcher = Watcher()
         client = make_client(
@@ -64,4 +56,3 @@ async def test_a_separate_worker_on_sqlite_reports_through_the_serving_node(
         finally:
             await client.disconnect()
             stop(worker)
-            log.close()
