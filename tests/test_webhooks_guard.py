@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from exporthub.webhooks.guard import (
+from exporthub.netguard import (
     AddressRefused,
     EndpointError,
     parse_endpoint,

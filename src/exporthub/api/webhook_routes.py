@@ -15,10 +15,10 @@ from exporthub.api.http import HTTPError, JSONResponse, current_user, read_objec
 from exporthub.api.routes import _GUID, DEFAULT_PER_PAGE, MAX_PER_PAGE, _positive
 from exporthub.exports.constants import Event
 from exporthub.exports.views import iso
+from exporthub.netguard import AddressRefused, EndpointError, parse_endpoint
+from exporthub.netguard import resolve as resolve_endpoint
 from exporthub.webhooks import store
 from exporthub.webhooks.constants import RESOLVE_TIMEOUT, DeliveryStatus
-from exporthub.webhooks.guard import AddressRefused, EndpointError, parse_endpoint
-from exporthub.webhooks.guard import resolve as resolve_endpoint
 
 EVENT_NAMES = tuple(event.value for event in Event)
 """What an endpoint may subscribe to: every job event."""

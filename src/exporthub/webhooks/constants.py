@@ -29,7 +29,6 @@ SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 USER_AGENT = "exporthub-webhooks/0.1"
 
-MAX_URL_LENGTH = 2048
 MAX_WEBHOOKS_PER_USER = 20
 RESOLVE_TIMEOUT = 5.0
 """Seconds a registration may spend resolving the endpoint's host."""

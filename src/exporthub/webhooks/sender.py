@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from exporthub.config import WebhookSettings
+from exporthub.netguard import EndpointError, parse_endpoint, resolve
 from exporthub.webhooks.constants import (
     ERROR_CHARS,
     MAX_IN_FLIGHT,
@@ -26,7 +27,6 @@ from exporthub.webhooks.constants import (
     USER_AGENT,
     Header,
 )
-from exporthub.webhooks.guard import EndpointError, parse_endpoint, resolve
 from exporthub.webhooks.signing import signature_headers
 
 SUCCESS = range(200, 300)

@@ -1,13 +1,13 @@
-"""Which webhook endpoints exporthub may send to.
+"""Which addresses exporthub may send requests to on a user's behalf.
 
-Webhook URLs come from users, and the requests leave from inside the
-operator's network, so an endpoint must be a plain http(s) URL whose host
-resolves only to public internet addresses. Loopback, private, link-local,
-unique-local, multicast, reserved and shared (carrier-grade NAT) addresses
-are refused, and so are addresses that embed one of those (IPv4-mapped,
-NAT64, 6to4, Teredo). An operator may allow networks explicitly
-(``EXPORTHUB_WEBHOOK_ALLOWED_NETWORKS``); cloud metadata services stay
-refused even then, since no webhook has business there.
+Webhook URLs and Mastodon instances come from users, and the requests leave
+from inside the operator's network, so such a URL must be a plain http(s)
+URL whose host resolves only to public internet addresses. Loopback,
+private, link-local, unique-local, multicast, reserved and shared
+(carrier-grade NAT) addresses are refused, and so are addresses that embed one of
+those (IPv4-mapped, NAT64, 6to4, Teredo). An operator may allow networks
+explicitly (``EXPORTHUB_WEBHOOK_ALLOWED_NETWORKS``); cloud metadata services
+stay refused even then, since no webhook has business there.
 
 The check runs at registration and again before every attempt; the attempt
 then connects to the address that was checked, so a DNS answer that changes
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import httpx
 
 from exporthub.config import IPNetwork
-from exporthub.webhooks.constants import MAX_URL_LENGTH
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+MAX_URL_LENGTH = 2048
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
