@@ -39,6 +39,7 @@ from exporthub.realtime.broker import Broker
 from exporthub.realtime.server_api import ServerAPI
 from exporthub.realtime.session import Session
 from exporthub.store import Database
+from exporthub.web.routes import routes as web_routes
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def create_app(
             *server_api.routes,
             Route("/health", health, methods=["GET"]),
             WebSocketRoute("/connection/websocket", WebSocketEndpoint(node)),
+            *web_routes,
         ],
         exception_handlers={
             HTTPError: _http_error,
