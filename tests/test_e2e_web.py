@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,23 +46,34 @@ def browser() -> Iterator[Browser]:
         yield running
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def hn() -> Iterator[HackerNewsFixture]:
     with serve_hackernews({**flat_thread(), **flat_thread(HELD_STORY)}) as fixture:
         yield fixture
 
 
-@pytest.fixture
-def server(tmp_path: Path, hn: HackerNewsFixture) -> Iterator[RunningServer]:
+@pytest.fixture(autouse=True)
+def open_gates(hn: HackerNewsFixture) -> Iterator[None]:
+    yield
+    for gate in hn.gates.values():
+        gate.set()
+    hn.gates.clear()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, hn: HackerNewsFixture) -> Iterator[RunningServer]:
+    """One server for the module; each test has a user of its own."""
     with run_server(
-        tmp_path / "data", EXPORTHUB_HACKERNEWS_API=hn.base_url, **SERVER_SETTINGS
+        tmp_path_factory.mktemp("web") / "data",
+        EXPORTHUB_HACKERNEWS_API=hn.base_url,
+        **SERVER_SETTINGS,
     ) as running:
         yield running
 
 
 @pytest.fixture
 def user(server: RunningServer) -> dict[str, str]:
-    return server.create_user("alice@example.com")
+    return server.create_user(f"{uuid.uuid4().hex[:12]}@example.com")
 
 
 def open_page(browser: Browser, server: RunningServer, size=DESKTOP) -> Page:
@@ -296,14 +308,20 @@ def test_an_export_can_be_started_with_the_keyboard_alone(page: Page, user) -> N
 
 
 def test_the_page_shows_offline_when_the_server_goes_away(
-    page: Page, server, user
+    browser: Browser, tmp_path: Path, hn
 ) -> None:
-    sign_in(page, user["api_key"])
-    stop(server.process)
-    expect(page.locator("#connection")).to_have_text(
-        "Offline, reconnecting…", timeout=WAIT_MS
-    )
-    expect(page.locator("#offline")).to_be_visible()
+    with run_server(tmp_path / "data", EXPORTHUB_HACKERNEWS_API=hn.base_url) as own:
+        user = own.create_user("alice@example.com")
+        page = open_page(browser, own)
+        try:
+            sign_in(page, user["api_key"])
+            stop(own.process)
+            expect(page.locator("#connection")).to_have_text(
+                "Offline, reconnecting…", timeout=WAIT_MS
+            )
+            expect(page.locator("#offline")).to_be_visible()
+        finally:
+            page.context.close()
 
 
 @pytest.mark.timeout(120)
