@@ -19,6 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from exporthub import __version__
 from exporthub.accounts import get_user_by_uuid
 from exporthub.api.http import HTTPError, JSONResponse, error_response
+from exporthub.api.metrics import make_registry, metrics
 from exporthub.api.routes import routes as user_routes
 from exporthub.config import Settings
 from exporthub.exports.constants import Channel, channel_namespace
@@ -155,6 +156,7 @@ def create_app(
             *user_routes,
             *server_api.routes,
             Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             WebSocketRoute("/connection/websocket", WebSocketEndpoint(node)),
             *web_routes,
         ],
@@ -171,6 +173,7 @@ def create_app(
     app.state.node = node
     app.state.service = service
     app.state.downloads = downloads
+    app.state.metrics_registry, app.state.metrics_collector = make_registry(node)
     app.state.events = events
     app.state.worker = worker
     return app

@@ -31,6 +31,7 @@ from exporthub.realtime.codes import Disconnect
 from exporthub.realtime.hub import Hub
 from exporthub.realtime.idempotency import DEFAULT_TTL, IdempotentResults
 from exporthub.realtime.protocol import ClientInfo, Publication
+from exporthub.realtime.stats import Stats
 from exporthub.realtime.tokens import TokenVerifier
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ class Node:
         self.tokens = TokenVerifier(secret)
         self.broker = broker or MemoryBroker()
         self.hub = Hub(self.broker)
+        self.stats = Stats()
         self._can_subscribe = can_subscribe
         self._on_connect = on_connect
         self._users: dict[str, dict[Session, None]] = {}
@@ -184,6 +186,7 @@ class Node:
                 again and returns the first one's position.
         """
         payload = data if isinstance(data, bytes) else orjson.dumps(data)
+        self.stats.publications[self.config.namespace_of(channel)] += 1
         options = self.channel_options(channel) or ChannelOptions()
         history = HistoryOptions() if skip_history else options.history
         if not idempotency_key:
@@ -194,7 +197,9 @@ class Node:
         )
 
     def _on_publication(self, channel: str, publication: Publication) -> None:
-        self.hub.broadcast(channel, publication)
+        delivered = self.hub.broadcast(channel, publication)
+        if delivered:
+            self.stats.deliveries[self.config.namespace_of(channel)] += delivered
 
     def _on_join_leave(self, channel: str, kind: str, info: ClientInfo) -> None:
         self.hub.broadcast_join_leave(channel, kind, info)

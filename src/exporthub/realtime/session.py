@@ -167,10 +167,18 @@ class Session:
             request = {}
         if not isinstance(request, dict):
             raise DisconnectError(Disconnect.BAD_REQUEST, f"{method} must be an object")
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             await _HANDLERS[method](self, command_id, request)
         except CommandError as exc:
+            outcome = exc.error.name.lower()
             self._reply_error(command_id, exc.error)
+        except DisconnectError as exc:
+            outcome = exc.disconnect.name.lower()
+            raise
+        finally:
+            self.node.stats.command(method, outcome, time.perf_counter() - started)
 
     # -- commands --------------------------------------------------------
 
@@ -601,6 +609,7 @@ class Session:
     def _close_raw(self, code: int, reason: str) -> None:
         if self.state is State.CLOSED:
             return
+        self.node.stats.disconnects[reason.partition(":")[0]] += 1
         encoded = reason.encode()[:MAX_CLOSE_REASON]
         self.transport.close(code, encoded.decode(errors="ignore"))
         self.closed()
