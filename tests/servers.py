@@ -87,10 +87,10 @@ def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 
 @contextmanager
 def run_server(
-    data_dir: Path, port: int | None = None, **overrides: str
+    data_dir: Path, *args: str, port: int | None = None, **overrides: str
 ) -> Iterator[RunningServer]:
-    """Start ``exporthub serve`` on ``port`` (a free one by default); always
-    stopped afterwards."""
+    """Start ``exporthub serve ARGS`` on ``port`` (a free one by default);
+    always stopped afterwards."""
     port = port or free_port()
     env = server_env(data_dir, **overrides)
     env.setdefault("EXPORTHUB_PUBLIC_URL", f"http://127.0.0.1:{port}")
@@ -98,7 +98,7 @@ def run_server(
     log_path = data_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*EXPORTHUB, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [*EXPORTHUB, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -110,6 +110,18 @@ def run_server(
         yield server
     finally:
         stop(process)
+
+
+def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``exporthub worker`` with ``env``; stop it with :func:`stop`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [*EXPORTHUB, "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

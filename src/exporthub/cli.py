@@ -96,23 +96,31 @@ def _serve(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from exporthub.api.app import make_broker, node_config
     from exporthub.exports.events import JobEvents
+    from exporthub.exports.housekeeping import Outbox
     from exporthub.exports.worker import Worker
     from exporthub.realtime import Node
     from exporthub.store import Database
+    from exporthub.webhooks import Dispatcher
 
     settings = Settings.from_env()
 
     async def run() -> None:
         db = Database(settings.database_url)
         await db.create()
+        broker = make_broker(settings)
         node = Node(
-            node_config(settings),
-            settings.ensure_token_secret(),
-            broker=make_broker(settings),
+            node_config(settings), settings.ensure_token_secret(), broker=broker
         )
         await node.start()
-        worker = Worker(db, settings, JobEvents(node.publish, settings.public_url, db))
+        # Without a shared broker, nobody would hear this process publish:
+        # its messages go through the database to the serving nodes.
+        publish = node.publish if broker is not None else Outbox(db).publish
+        events = JobEvents(publish, settings.public_url, db)
+        dispatcher = Dispatcher(db, settings.webhooks, report=events.webhook_attempt)
+        events.sinks.append(dispatcher.sink)
+        worker = Worker(db, settings, events)
         task = asyncio.ensure_future(worker.run())
+        dispatching = asyncio.ensure_future(dispatcher.run())
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -123,6 +131,8 @@ def _worker(args: argparse.Namespace) -> int:
         )
         await worker.stop(settings.shutdown_grace)
         task.cancel()
+        await dispatcher.stop()
+        await dispatching
         await node.shutdown()
         await db.close()
 
