@@ -86,9 +86,12 @@ def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 
 
 @contextmanager
-def run_server(data_dir: Path, *args: str, **overrides: str) -> Iterator[RunningServer]:
-    """Start ``exporthub serve ARGS`` on a free port; always stopped afterwards."""
-    port = free_port()
+def run_server(
+    data_dir: Path, *args: str, port: int | None = None, **overrides: str
+) -> Iterator[RunningServer]:
+    """Start ``exporthub serve ARGS`` on ``port`` (a free one by default);
+    always stopped afterwards."""
+    port = port or free_port()
     env = server_env(data_dir, **overrides)
     env.setdefault("EXPORTHUB_PUBLIC_URL", f"http://127.0.0.1:{port}")
     data_dir.mkdir(parents=True, exist_ok=True)

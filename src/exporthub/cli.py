@@ -12,11 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from exporthub import __version__
+from exporthub.client_cli import add_client_commands
 from exporthub.config import Settings
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from exporthub.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "--days", type=int, default=30, help="how long the plan lasts (default 30)"
     )
     plan.set_defaults(handler=_user_plan)
+    add_client_commands(commands)
     return parser
 
 

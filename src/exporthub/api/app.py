@@ -41,6 +41,7 @@ from exporthub.realtime.broker import Broker
 from exporthub.realtime.server_api import ServerAPI
 from exporthub.realtime.session import Session
 from exporthub.store import Database
+from exporthub.web.routes import routes as web_routes
 from exporthub.webhooks import Dispatcher
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ def create_app(
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             WebSocketRoute("/connection/websocket", WebSocketEndpoint(node)),
+            *web_routes,
         ],
         exception_handlers={
             HTTPError: _http_error,
