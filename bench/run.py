@@ -911,7 +911,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default="exporthub,python-socketio,node-socketio,websockets-ceiling",
     )
     parser.add_argument(
-        "--duration", type=float, default=20.0, help="measured seconds of workload 1"
+        "--duration",
+        type=float,
+        default=30.0,
+        help="measured seconds of workload 1 (covers one keepalive round)",
     )
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument(
