@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,19 @@ class ServerKind:
         return tuple(dict.fromkeys((self.port, self.api_port)))
 
 
-def server_kinds() -> dict[str, ServerKind]:
+def server_kinds(gc_mode: str | None = None) -> dict[str, ServerKind]:
+    """The servers; with ``gc_mode`` the Python ones run under gc_probe.py."""
+    kinds = _plain_server_kinds()
+    if gc_mode is None:
+        return kinds
+    probe = (sys.executable, str(common.BENCH_DIR / "gc_probe.py"), gc_mode)
+    return {
+        name: replace(kind, command=probe + kind.command[1:]) if kind.python else kind
+        for name, kind in kinds.items()
+    }
+
+
+def _plain_server_kinds() -> dict[str, ServerKind]:
     py = sys.executable
     bench = common.BENCH_DIR
     return {
@@ -129,6 +141,14 @@ class ServerProcess:
         self.log_path = log_path
         self.popen: subprocess.Popen[bytes] | None = None
         self.proc: psutil.Process | None = None
+        self.gc_path = log_path.with_suffix(".gc.json")
+
+    def gc_stats(self) -> dict[str, Any] | None:
+        """What gc_probe.py recorded, once the server has exited."""
+        try:
+            return dict(json.loads(self.gc_path.read_text()))
+        except (OSError, ValueError):
+            return None
 
     async def start(self, startup_s: float = 30.0) -> None:
         self._spawn()
@@ -153,6 +173,8 @@ class ServerProcess:
         env = dict(os.environ)
         env["BENCH_SECRET"] = common.SECRET
         env["BENCH_API_KEY"] = common.API_KEY
+        env["BENCH_GC_STATS"] = str(self.gc_path)
+        self.gc_path.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
@@ -413,17 +435,19 @@ class Options:
     profile: bool
     quick: bool
     repeat: int = 3
+    server_gc: str | None = None
 
 
 class Bench:
     def __init__(self, options: Options, stamp: str) -> None:
         self.options = options
         self.stamp = stamp
-        self.kinds = server_kinds()
+        self.kinds = server_kinds(options.server_gc)
         limits = common.kernel_limits()
         biggest = max([*options.clients, options.fanout_clients])
         self.sources = common.source_addresses(biggest, limits["ephemeral_ports"])
         self.log_dir = RESULTS_DIR / "logs" / stamp
+        self.last_gc: dict[str, Any] | None = None
         self.profile_dir = RESULTS_DIR / "profiles" / stamp
 
     def specs(self, kind: ServerKind, mode: str, count: int, conc: int) -> list[Any]:
@@ -461,6 +485,7 @@ class Bench:
             if pool is not None:
                 await pool.shutdown()
             server.stop()
+            self.last_gc = server.gc_stats()
 
     @contextlib.contextmanager
     def profiling(self, server: ServerProcess, name: str) -> Iterator[None]:
@@ -705,8 +730,11 @@ class Bench:
             repeats = opts.repeat if workload in REPEATED else 1
             rows = []
             for _ in range(repeats):
+                self.last_gc = None
                 try:
                     rows.append(await step())
+                    if self.last_gc is not None:
+                        rows[-1]["server_gc"] = self.last_gc
                 except Exception as exc:
                     row = {"error": f"{type(exc).__name__}: {exc}"}
                     row.update(getattr(step, "labels", {}))
@@ -862,6 +890,26 @@ def render_markdown(data: dict[str, Any]) -> str:
                 f"{_f(r['rss_kb_per_conn'])} |"
             )
         out.append("")
+    gc_rows = [
+        (w, r) for w, rows in results.items() for r in rows if r.get("server_gc")
+    ]
+    if gc_rows:
+        out += [
+            "### Server garbage collection "
+            f"(`--server-gc {meta['options']['server_gc']}`)",
+            "",
+            "| workload | server | N | collections gen0/1/2 | GC s | process CPU s |",
+            "|---:|---|---:|---|---:|---:|",
+        ]
+        for w, r in gc_rows:
+            g = r["server_gc"]
+            n = r.get("clients", r.get("subscribers"))
+            counts = "/".join(str(g["collections"][f"gen{i}"]) for i in range(3))
+            out.append(
+                f"| {w} | {r['server']} | {n} | {counts} | {g['total_s']:.2f} | "
+                f"{g['process_cpu_s']:.2f} |"
+            )
+        out.append("")
     return "\n".join(out)
 
 
@@ -994,6 +1042,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "(default 3, 1 with --quick)",
     )
     parser.add_argument(
+        "--server-gc",
+        metavar="MODE",
+        help="run the Python servers under gc_probe.py with this collector "
+        "setting (default, off, freeze, threshold:A:B:C) and record GC time",
+    )
+    parser.add_argument(
         "--render",
         type=Path,
         help="only rewrite latest.md (and print it) from a results JSON file",
@@ -1039,6 +1093,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         profile=args.profile,
         quick=args.quick,
         repeat=max(1, args.repeat),
+        server_gc=args.server_gc,
     )
 
 
@@ -1086,11 +1141,14 @@ def main(argv: list[str] | None = None) -> None:
         "results": results,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    # Profiled and what-if runs are kept but do not replace the latest table.
     suffix = "-profiled" if options.profile else ""
+    if options.server_gc is not None:
+        suffix += "-gc-" + options.server_gc.replace(":", "_")
     path = RESULTS_DIR / f"{stamp}{suffix}.json"
     path.write_text(json.dumps(data, indent=1))
     table = render_markdown(data)
-    if not options.profile:
+    if not suffix:
         (RESULTS_DIR / "latest.md").write_text(table + "\n")
     print()
     print(table)
