@@ -92,13 +92,15 @@ function api(req, res) {
     } catch {
       return reply(res, 400, { error: { code: 107, message: "bad request" } });
     }
-    if (req.url === "/api/publish") {
+    if (req.url === "/api/publish" && typeof body.channel === "string") {
       io.to(body.channel).emit("pub", { channel: body.channel, data: body.data });
       return reply(res, 200, { result: {} });
     }
     if (req.url === "/api/broadcast" && Array.isArray(body.channels)) {
       for (const channel of body.channels) {
-        io.to(channel).emit("pub", { channel, data: body.data });
+        if (typeof channel === "string") {
+          io.to(channel).emit("pub", { channel, data: body.data });
+        }
       }
       return reply(res, 200, { result: { responses: body.channels.map(() => ({ result: {} })) } });
     }
