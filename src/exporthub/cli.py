@@ -73,12 +73,12 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from exporthub.api.app import create_app
+    from exporthub.api.app import create_server_app
 
     if not os.environ.get("EXPORTHUB_PUBLIC_URL"):
         os.environ["EXPORTHUB_PUBLIC_URL"] = f"http://{args.host}:{args.port}"
     settings = Settings.from_env()
-    app = create_app(settings, run_worker=not args.no_worker)
+    app = create_server_app(settings, run_worker=not args.no_worker)
     uvicorn.run(
         app,
         host=args.host,
