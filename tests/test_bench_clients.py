@@ -12,7 +12,7 @@ import asyncio
 import importlib.util
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,6 +27,8 @@ sys.path.insert(0, str(BENCH))
 import common  # noqa: E402
 from protocols import CentrifugoClient, Recorder, SocketIOClient  # noqa: E402
 from wsclient import open_socket  # noqa: E402
+
+from servers import run_server  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -60,15 +62,18 @@ async def _serve(app: Any) -> AsyncIterator[int]:
 
 
 @pytest.fixture
-async def exporthub_port() -> AsyncIterator[int]:
-    module = _load("servers/exporthub_channels.py")
-    async for port in _serve(module.build_app(common.SECRET, common.API_KEY)):
-        yield port
+def exporthub_port(tmp_path: Path) -> Iterator[int]:
+    # The real server, as the bench's launcher starts it.
+    with run_server(
+        tmp_path / "data",
+        EXPORTHUB_TOKEN_SECRET=common.SECRET,
+        EXPORTHUB_API_KEY=common.API_KEY,
+    ) as server:
+        yield server.port
 
 
 @pytest.fixture
 async def socketio_port() -> AsyncIterator[int]:
-    pytest.importorskip("socketio")
     module = _load("peers/python_socketio_server.py")
     async for port in _serve(module.build_app(common.SECRET, common.API_KEY)):
         yield port
