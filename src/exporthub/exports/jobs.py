@@ -303,10 +303,13 @@ async def requeue(
     run_after: datetime | None,
     error: str | None,
     reset_attempts: bool = False,
+    release_attempt: bool = False,
     worker_id: str | None = None,
 ) -> Job | None:
     """Put a job back in the queue (retry, transient failure, lost worker);
-    with ``worker_id``, only while that worker still runs it."""
+    with ``worker_id``, only while that worker still runs it.
+    ``release_attempt`` gives back the attempt that was interrupted (a
+    shutdown is not the job's fault)."""
     values: dict[str, Any] = {
         "status": Status.QUEUEING.value,
         "run_after": run_after,
@@ -322,6 +325,8 @@ async def requeue(
         # again. Requeues after failures resume the same run.
         values["attempts"] = 0
         values["run"] = jobs.c.run + 1
+    elif release_attempt:
+        values["attempts"] = jobs.c.attempts - 1
     if worker_id is None:
         return await _transition(db, guid, allowed, **values)
     return await _owned(db, guid, worker_id, **values)
