@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporthub.exports.constants import ACTIVE, Status
 from exporthub.store import Database, jobs, users, utcnow
@@ -76,8 +77,14 @@ def _job(row: Row[Any]) -> Job:
 
 
 async def insert(
-    db: Database, *, user_id: int, url: str, platform: str, options: dict[str, Any]
+    conn: AsyncConnection,
+    *,
+    user_id: int,
+    url: str,
+    platform: str,
+    options: dict[str, Any],
 ) -> Job:
+    """Queue a new job inside the caller's transaction."""
     now = utcnow()
     values = {
         "guid": str(uuid.uuid4()),
@@ -92,8 +99,7 @@ async def insert(
         "created_at": now,
         "updated_at": now,
     }
-    async with db.engine.begin() as conn:
-        row = (await conn.execute(jobs.insert().values(**values).returning(jobs))).one()
+    row = (await conn.execute(jobs.insert().values(**values).returning(jobs))).one()
     return _job(row)
 
 
