@@ -28,6 +28,9 @@ WAIT_MS = 20_000
 SERVER_SETTINGS = {
     "EXPORTHUB_PROGRESS_INTERVAL": "0.2",
     "EXPORTHUB_OUTBOX_INTERVAL": "0.1",
+    # Tests share one server and some leave jobs held at fixture gates;
+    # enough workers that a held job never keeps another test's job queued.
+    "EXPORTHUB_WORKER_CONCURRENCY": "16",
 }
 HELD_STORY = 2
 # The third of a flat thread of eight: holding it stops the job at 25 percent.
