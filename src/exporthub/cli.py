@@ -63,25 +63,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from exporthub.api.app import create_app
+    from exporthub.api.serving import serve
 
     if not os.environ.get("EXPORTHUB_PUBLIC_URL"):
         os.environ["EXPORTHUB_PUBLIC_URL"] = f"http://{args.host}:{args.port}"
     settings = Settings.from_env()
     app = create_app(settings, run_worker=not args.no_worker)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        # The channel server pings at the protocol level; frames over its
-        # limit are refused by the session with a clear close code.
-        ws_ping_interval=None,
-        ws_max_size=settings.max_frame_bytes * 2,
-        timeout_graceful_shutdown=15,
-    )
+    serve(app, args.host, args.port, settings)
     return EXIT_OK
 
 

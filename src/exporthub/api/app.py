@@ -125,11 +125,12 @@ def create_app(
             await node.shutdown()
             await db.close()
 
+    websocket = WebSocketEndpoint(node)
     app = Starlette(
         routes=[
             *user_routes,
             Route("/health", health, methods=["GET"]),
-            WebSocketRoute("/connection/websocket", WebSocketEndpoint(node)),
+            WebSocketRoute("/connection/websocket", websocket),
         ],
         exception_handlers={
             HTTPError: _http_error,
@@ -142,6 +143,7 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.node = node
+    app.state.websocket = websocket
     app.state.service = service
     app.state.worker = worker
     app.state.media_types = MEDIA_TYPES
