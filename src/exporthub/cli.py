@@ -59,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     create = user.add_parser("create", help="create a user and print its API key")
     create.add_argument("email")
     create.set_defaults(handler=_user_create)
+    plan = user.add_parser(
+        "plan", help="give a user a plan (free, premium, business) or cancel (none)"
+    )
+    plan.add_argument("email")
+    plan.add_argument("plan", help="free, premium, business, or none to cancel")
+    plan.add_argument(
+        "--days", type=int, default=30, help="how long the plan lasts (default 30)"
+    )
+    plan.set_defaults(handler=_user_plan)
     return parser
 
 
@@ -92,7 +101,7 @@ def _worker(args: argparse.Namespace) -> int:
             broker=make_broker(settings),
         )
         await node.start()
-        worker = Worker(db, settings, JobEvents(node.publish, settings.public_url))
+        worker = Worker(db, settings, JobEvents(node.publish, settings.public_url, db))
         task = asyncio.ensure_future(worker.run())
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
@@ -131,6 +140,42 @@ def _user_create(args: argparse.Namespace) -> int:
         finally:
             await db.close()
         print(json.dumps({"uuid": user.uuid, "email": user.email, "api_key": api_key}))
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def _user_plan(args: argparse.Namespace) -> int:
+    from exporthub.accounts.plans import UnknownPlan, set_plan, subscription_payload
+    from exporthub.exports.events import JobEvents
+    from exporthub.exports.housekeeping import Outbox
+    from exporthub.store import Database
+
+    settings = Settings.from_env()
+    if args.days < 1:
+        print("exporthub: --days must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run() -> int:
+        db = Database(settings.database_url)
+        await db.create()
+        try:
+            user = await set_plan(db, args.email, args.plan, days=args.days)
+        except UnknownPlan as exc:
+            print(f"exporthub: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except LookupError as exc:
+            print(
+                f"exporthub: {exc}; create it with: exporthub user create EMAIL",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        # This process serves no client: a running server publishes the
+        # messages from the outbox.
+        events = JobEvents(Outbox(db).publish, settings.public_url, db)
+        await events.subscription_updated(user)
+        await db.close()
+        print(json.dumps({"email": user.email, **subscription_payload(user)}))
         return EXIT_OK
 
     return asyncio.run(run())

@@ -61,6 +61,8 @@ class Settings:
     retry_delay: float = 5.0
     source_timeout: float = 20.0
     history_size: int = 100
+    outbox_interval: float = 0.5
+    plan_check_interval: float = 30.0
     history_ttl: float = 600.0
     source_apis: dict[str, str] = field(default_factory=dict)
     source_secrets: dict[str, str] = field(default_factory=dict)
@@ -89,6 +91,8 @@ class Settings:
             retry_delay=_float("RETRY_DELAY", 5.0),
             source_timeout=_float("SOURCE_TIMEOUT", 20.0),
             history_size=_int("HISTORY_SIZE", 100),
+            outbox_interval=_float("OUTBOX_INTERVAL", 0.5),
+            plan_check_interval=_float("PLAN_CHECK_INTERVAL", 30.0),
             history_ttl=_float("HISTORY_TTL", 600.0),
         )
         from exporthub.sources.registry import ADAPTERS

@@ -7,6 +7,7 @@ from exporthub.accounts.users import (
     create_user,
     get_user_by_email,
     get_user_by_id,
+    get_user_by_uuid,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "create_user",
     "get_user_by_email",
     "get_user_by_id",
+    "get_user_by_uuid",
 ]

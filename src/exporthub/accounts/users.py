@@ -97,6 +97,14 @@ async def get_user_by_id(db: Database, user_id: int) -> User | None:
     return _user(row) if row else None
 
 
+async def get_user_by_uuid(db: Database, user_uuid: str) -> User | None:
+    async with db.engine.connect() as conn:
+        row = (
+            await conn.execute(select(users).where(users.c.uuid == user_uuid))
+        ).first()
+    return _user(row) if row else None
+
+
 async def get_user_by_email(db: Database, email: str) -> User | None:
     async with db.engine.connect() as conn:
         row = (

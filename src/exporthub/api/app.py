@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -16,12 +17,15 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from exporthub import __version__
+from exporthub.accounts import get_user_by_uuid
 from exporthub.api.http import HTTPError, JSONResponse, error_response
 from exporthub.api.routes import routes as user_routes
 from exporthub.config import Settings
-from exporthub.exports.constants import channel_namespace
+from exporthub.exports.constants import Channel, channel_namespace
+from exporthub.exports.downloads import Downloads
 from exporthub.exports.errors import DomainError
 from exporthub.exports.events import JobEvents
+from exporthub.exports.housekeeping import Housekeeper
 from exporthub.exports.service import ExportService
 from exporthub.exports.worker import Worker
 from exporthub.realtime import (
@@ -32,16 +36,11 @@ from exporthub.realtime import (
     WebSocketEndpoint,
 )
 from exporthub.realtime.broker import Broker
+from exporthub.realtime.session import Session
 from exporthub.store import Database
 
 logger = logging.getLogger(__name__)
 
-MEDIA_TYPES = {
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-    "json": "application/json",
-    "ndjson": "application/x-ndjson",
-    "csv": "text/csv; charset=utf-8",
-}
 NAMESPACES = (
     "exports",
     "webhooks",
@@ -92,13 +91,31 @@ def create_app(
     async def can_subscribe(user_uuid: str, channel: str) -> bool:
         return await service.owns_channel(user_uuid, channel)
 
+    async def on_connect(session: Session) -> None:
+        # A dashboard shows the whole picture as soon as it connects.
+        channel = Channel.DASHBOARD.format(uuid=session.user)
+        if channel not in session.subscriptions:
+            return
+        user = await get_user_by_uuid(db, session.user)
+        if user is not None:
+            session.send(channel, orjson.dumps(await events.snapshot(user)))
+
     node = Node(
         node_config(settings),
         settings.ensure_token_secret(),
         broker=make_broker(settings),
         can_subscribe=can_subscribe,
+        on_connect=on_connect,
     )
-    events = JobEvents(node.publish, settings.public_url)
+    events = JobEvents(node.publish, settings.public_url, db)
+    downloads = Downloads(db, settings, events)
+    housekeeper = Housekeeper(
+        db,
+        events,
+        node.publish,
+        interval=settings.outbox_interval,
+        plan_interval=settings.plan_check_interval,
+    )
     worker = Worker(db, settings, events) if run_worker else None
     service = ExportService(
         db,
@@ -113,10 +130,13 @@ def create_app(
         await db.create()
         await node.start()
         worker_task = asyncio.ensure_future(worker.run()) if worker else None
+        housekeeping = asyncio.ensure_future(housekeeper.run())
         logger.info("exporthub %s serving (data in %s)", __version__, settings.data_dir)
         try:
             yield
         finally:
+            housekeeping.cancel()
+            await downloads.close()
             if worker is not None and worker_task is not None:
                 await worker.stop()
                 worker_task.cancel()
@@ -145,8 +165,9 @@ def create_app(
     app.state.node = node
     app.state.websocket = websocket
     app.state.service = service
+    app.state.downloads = downloads
+    app.state.events = events
     app.state.worker = worker
-    app.state.media_types = MEDIA_TYPES
     return app
 
 

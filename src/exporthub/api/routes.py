@@ -15,6 +15,13 @@ from exporthub.exports.views import file_name, job_object
 from exporthub.realtime import issue_token
 from exporthub.sources import platforms
 
+MEDIA_TYPES = {
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "json": "application/json",
+    "ndjson": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+}
+ZIP_MEDIA_TYPE = "application/zip"
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
 MAX_TOKEN_JOBS = 100
@@ -94,6 +101,27 @@ async def stop_job(request: Request) -> Response:
     return JSONResponse(_view(request, job))
 
 
+async def convert_job(request: Request) -> Response:
+    """Convert a finished export to another format, in the background;
+    ``job.convert.done`` or ``job.convert.failed`` tells the result."""
+    user = await current_user(request)
+    body = await read_object(request)
+    job = await request.app.state.service.get(user, _guid(request))
+    started = await request.app.state.downloads.convert(user, job, body.get("format"))
+    return JSONResponse(started, status_code=202)
+
+
+async def bulk_download(request: Request) -> Response:
+    """Assemble one ZIP of finished exports; ``bulk_download.ready`` carries
+    its link, ``bulk_download.failed`` the reason it could not be made."""
+    user = await current_user(request)
+    body = await read_object(request)
+    started = await request.app.state.downloads.bulk(
+        user, body.get("guids"), body.get("format")
+    )
+    return JSONResponse(started, status_code=202)
+
+
 async def list_platforms(request: Request) -> Response:
     return JSONResponse({"platforms": platforms()})
 
@@ -103,15 +131,18 @@ async def download(request: Request) -> Response:
     it is random and long, and only finished jobs have one."""
     token = request.path_params["token"]
     name = request.path_params["name"]
+    downloads = request.app.state.downloads
     job = await jobs.get_by_files_token(request.app.state.db, token)
-    if job is None:
-        raise HTTPError(404, "not_found", "no such file")
-    media = request.app.state.media_types
-    for fmt, media_type in media.items():
-        if name == file_name(job, fmt):
-            path = request.app.state.settings.data_dir / "files" / job.guid / name
-            if path.is_file():
-                return FileResponse(path, media_type=media_type, filename=name)
+    if job is not None:
+        for fmt, media_type in MEDIA_TYPES.items():
+            if name == file_name(job, fmt):
+                path = downloads.job_file(job, fmt)
+                if path.is_file():
+                    return FileResponse(path, media_type=media_type, filename=name)
+    else:
+        path = await downloads.bulk_file(token, name)
+        if path is not None:
+            return FileResponse(path, media_type=ZIP_MEDIA_TYPE, filename=name)
     raise HTTPError(404, "not_found", "no such file")
 
 
@@ -143,6 +174,8 @@ routes = [
     Route("/api/v3/job/{guid}", get_job, methods=["GET"]),
     Route("/api/v3/job/{guid}/retry", retry_job, methods=["PATCH"]),
     Route("/api/v3/job/{guid}/stop", stop_job, methods=["PATCH"]),
+    Route("/api/v3/job/{guid}/convert", convert_job, methods=["POST"]),
+    Route("/api/v3/bulk-download", bulk_download, methods=["POST"]),
     Route("/api/v3/platforms", list_platforms, methods=["GET"]),
     Route("/download/{token}/{name}", download, methods=["GET"]),
 ]

@@ -78,3 +78,43 @@ def job_guid_of(channel: str) -> str | None:
         return None
     guid = channel[len(JOB_CHANNEL_PREFIX) : -len(JOB_CHANNEL_SUFFIX)]
     return guid or None
+
+
+class Notice(StrEnum):
+    """Message types on ``user_notifications_channel:{uuid}``."""
+
+    EXPORT_STARTED = "export_started"
+    EXPORT_COMPLETED = "export_completed"
+    EXPORT_FAILED = "export_failed"
+    EXPORT_PROGRESS = "export_progress"
+    SUBSCRIPTION_UPDATED = "subscription_updated"
+    USAGE_LIMIT_WARNING = "usage_limit_warning"
+
+
+class Level(StrEnum):
+    """How a notification should be shown."""
+
+    INFO = "info"
+    SUCCESS = "success"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class Dashboard(StrEnum):
+    """Message types on ``user_dashboard_channel:{uuid}``."""
+
+    NEW_ACTIVITY = "new_activity"
+    ACTIVITY_UPDATE = "activity_update"
+    COMPLETE_UPDATE = "complete_update"
+    USAGE_STATS = "usage_stats"
+    SUBSCRIPTION_STATUS = "subscription_status"
+
+
+SUBSCRIPTION_UPDATED = "subscription.updated"
+"""The event on ``user:{uuid}`` when a plan is created, expires or is canceled."""
+
+MILESTONES = (25, 50, 75)
+"""Progress percentages announced once per job run."""
+
+RECENT_ACTIVITY = 10
+"""Jobs listed in a dashboard snapshot."""

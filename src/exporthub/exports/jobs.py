@@ -36,6 +36,7 @@ class Job:
     files_token: str | None
     columns: list[str] | None
     attempts: int
+    run: int
     run_after: datetime | None
     locked_by: str | None
     created_at: datetime
@@ -64,6 +65,7 @@ def _job(row: Row[Any]) -> Job:
         files_token=m["files_token"],
         columns=m["columns"],
         attempts=m["attempts"] or 0,
+        run=m["run"] or 1,
         run_after=as_utc(m["run_after"]),
         locked_by=m["locked_by"],
         created_at=as_utc(m["created_at"]),  # type: ignore[arg-type]
@@ -86,6 +88,7 @@ async def insert(
         "options": options,
         "total_exported": 0,
         "attempts": 0,
+        "run": 1,
         "created_at": now,
         "updated_at": now,
     }
@@ -336,7 +339,10 @@ async def requeue(
         "files_token": None,
     }
     if reset_attempts:
+        # A retry by the user is a new run: its milestones are announced
+        # again. Requeues after failures resume the same run.
         values["attempts"] = 0
+        values["run"] = jobs.c.run + 1
     if worker_id is None:
         return await _transition(db, guid, allowed, **values)
     values["updated_at"] = utcnow()

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from exporthub.accounts import User
+from exporthub.accounts.plans import usage
 from exporthub.config import Settings
 from exporthub.exports import jobs
 from exporthub.exports.constants import Status, job_guid_of
 from exporthub.exports.errors import (
     Conflict,
+    DomainError,
     InvalidOption,
     NotFound,
     PlatformNotConfigured,
@@ -35,6 +37,11 @@ RETRYABLE = frozenset({Status.ERROR, Status.STOPPED})
 
 def _no_op(_guid: str | None = None) -> None:
     return None
+
+
+class UsageLimitReached(DomainError):
+    status = 402
+    code = "usage_limit_reached"
 
 
 class ExportService:
@@ -92,11 +99,20 @@ class ExportService:
                 f"{adapter.name} exports need an API key: the operator must set "
                 f"{adapter.secret_setting}"
             )
+        used = await usage(self.db, user)
+        if used.exhausted is not None:
+            allowance = used.plan.limits()[used.exhausted]
+            what = "exports" if used.exhausted == "exports" else "exported comments"
+            raise UsageLimitReached(
+                f"the {used.plan.name} plan allows {allowance} {what} a month and "
+                f"this month's are used up; nothing was queued. Upgrade the plan "
+                "or wait for the next month"
+            )
         job = await jobs.insert(
             self.db, user_id=user.id, url=url, platform=adapter.key, options=options
         )
         logger.info("job %s queued for %s (%s)", job.guid, user.uuid, adapter.key)
-        await self.events.created(job, user.uuid)
+        await self.events.created(job, user)
         self.wake()
         return job
 
@@ -130,7 +146,7 @@ class ExportService:
         )
         if requeued is None:
             raise Conflict(f"job {guid} changed meanwhile; try again")
-        await self.events.requeued(requeued, user.uuid, "retried by the user")
+        await self.events.requeued(requeued, user, "retried by the user")
         self.wake()
         return requeued
 
@@ -142,7 +158,7 @@ class ExportService:
             raise Conflict(f"job {guid} has already ended ({job.status.value})")
         self.cancel(guid)
         logger.info("job %s stopped by its user", guid)
-        await self.events.failed(stopped, user.uuid)
+        await self.events.failed(stopped, user)
         return stopped
 
     async def owns_channel(self, user_uuid: str, channel: str) -> bool:

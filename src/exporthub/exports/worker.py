@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from exporthub import formats
-from exporthub.accounts import get_user_by_id
+from exporthub.accounts import User, get_user_by_id
 from exporthub.config import Settings
 from exporthub.exports import jobs
 from exporthub.exports.constants import Status
@@ -56,7 +56,7 @@ class _Run:
     """A job being run by this worker."""
 
     job: Job
-    user_uuid: str
+    user: User
     exported: int = 0
     total: int | None = None
     published: int = -1
@@ -105,7 +105,8 @@ class Worker:
         """Claim and run jobs until :meth:`stop`."""
         self._http = httpx.AsyncClient(
             timeout=self.settings.source_timeout,
-            follow_redirects=True,
+            # Adapters follow redirects themselves, only within the platform.
+            follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
             limits=httpx.Limits(max_connections=32),
         )
@@ -125,7 +126,11 @@ class Worker:
                 if job is None:
                     await self._idle()
                     continue
-                self._start(job, await self._user_uuid(job))
+                user = await get_user_by_id(self.db, job.user_id)
+                if user is None:  # Deleted meanwhile: nobody to export for.
+                    self._slots.release()
+                    continue
+                self._start(job, user)
         finally:
             heartbeat.cancel()
             await self._http.aclose()
@@ -151,7 +156,7 @@ class Worker:
                     )
                     if requeued is not None:
                         await self.events.requeued(
-                            requeued, run.user_uuid, "worker shutting down"
+                            requeued, run.user, "worker shutting down"
                         )
 
     async def _idle(self) -> None:
@@ -165,12 +170,8 @@ class Worker:
             pass
         self._wake.clear()
 
-    async def _user_uuid(self, job: Job) -> str:
-        user = await get_user_by_id(self.db, job.user_id)
-        return user.uuid if user else ""
-
-    def _start(self, job: Job, user_uuid: str) -> None:
-        run = _Run(job=job, user_uuid=user_uuid)
+    def _start(self, job: Job, user: User) -> None:
+        run = _Run(job=job, user=user)
         self._runs[job.guid] = run
         run.task = asyncio.ensure_future(self._execute(run))
         run.task.add_done_callback(lambda _t: self._finished(job.guid))
@@ -187,6 +188,7 @@ class Worker:
         logger.info("job %s started (attempt %d, %s)", job.guid, job.attempts, job.url)
         directory = self.files_dir / job.guid
         try:
+            await self.events.started(job, run.user)
             adapter_cls, ref = detect(job.url)
             options = ExportOptions.parse(job.options)
             adapter = adapter_cls(
@@ -242,7 +244,7 @@ class Worker:
             run.exported,
             time.monotonic() - run.started,
         )
-        await self.events.finished(done, run.user_uuid)
+        await self.events.finished(done, run.user)
 
     async def _write(
         self,
@@ -271,8 +273,9 @@ class Worker:
             run.total = adapter.total
             if options.limit is not None and run.total is not None:
                 run.total = min(run.total, options.limit)
+            # Closing assembles the XLSX: seconds for big exports, off the loop.
             for writer in writers:
-                writer.close()
+                await asyncio.to_thread(writer.close)
         except BaseException:
             for writer in writers:
                 writer.abort()
@@ -303,7 +306,7 @@ class Worker:
         )
         if requeued is not None:
             logger.info("job %s requeued in %.1fs: %s", job.guid, delay, exc.reason)
-            await self.events.requeued(requeued, run.user_uuid, exc.reason)
+            await self.events.requeued(requeued, run.user, exc.reason)
 
     async def _fail(self, run: _Run, reason: str) -> None:
         failed = await jobs.fail(
@@ -311,7 +314,7 @@ class Worker:
         )
         if failed is not None:
             logger.info("job %s failed: %s", run.job.guid, reason)
-            await self.events.failed(failed, run.user_uuid)
+            await self.events.failed(failed, run.user)
 
     # -- heartbeat: progress, leases, lost workers ---------------------------
 
@@ -352,7 +355,8 @@ class Worker:
             return
         if publish and run.exported != run.published:
             run.published = run.exported
-            await self.events.progress(current, run.user_uuid, run.exported, run.total)
+            await self.events.progress(current, run.user, run.exported, run.total)
+        await self.events.milestones(current, run.user, run.exported, run.total)
 
     async def _reap(self) -> None:
         for job in await jobs.expired_leases(self.db):
@@ -365,11 +369,10 @@ class Worker:
                 run_after=None,
                 error="the worker running it stopped responding",
             )
-            if requeued is not None:
+            user = await get_user_by_id(self.db, job.user_id)
+            if requeued is not None and user is not None:
                 logger.warning("job %s requeued: its worker was lost", job.guid)
-                await self.events.requeued(
-                    requeued, await self._user_uuid(job), "worker lost"
-                )
+                await self.events.requeued(requeued, user, "worker lost")
                 self._wake.set()
 
 

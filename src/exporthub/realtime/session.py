@@ -410,6 +410,17 @@ class Session:
         self.transport.write(protocol.encode_push(channel, "subscribe", result))
         self._flush_pending(channel)
 
+    def send(self, channel: str, data: bytes) -> bool:
+        """Push ``data`` (JSON) on ``channel`` to this connection only, out of
+        the channel's stream: it has no offset and is not kept in history.
+        False when the session is not subscribed to ``channel``."""
+        sub = self.subscriptions.get(channel)
+        if sub is None or self.state is not State.CONNECTED:
+            return False
+        push = protocol.encode_publication_push(channel, Publication(data))
+        self.transport.write(push)
+        return True
+
     async def server_unsubscribe(self, channel: str) -> None:
         """Unsubscribe from the server side and tell the client with a push."""
         if await self.leave(channel):

@@ -5,9 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from exporthub.sources.base import Adapter
+from exporthub.sources.bluesky import Bluesky
+from exporthub.sources.github import GitHub
 from exporthub.sources.hackernews import HackerNews
+from exporthub.sources.mastodon import Mastodon
+from exporthub.sources.reddit import Reddit
+from exporthub.sources.youtube import YouTube
 
-ADAPTERS: tuple[type[Adapter], ...] = (HackerNews,)
+# Mastodon comes last: its URL shape fits any host, so every platform with a
+# fixed host is tried first.
+ADAPTERS: tuple[type[Adapter], ...] = (
+    HackerNews,
+    YouTube,
+    Reddit,
+    Bluesky,
+    GitHub,
+    Mastodon,
+)
 
 
 class UnsupportedURL(ValueError):
@@ -29,6 +43,11 @@ def detect(url: str) -> tuple[type[Adapter], str]:
             if ref is not None:
                 return adapter, ref
     raise UnsupportedURL(str(url))
+
+
+def platform_name(key: str) -> str:
+    """The human name of the platform ``key`` (the key itself if unknown)."""
+    return next((a.name for a in ADAPTERS if a.key == key), key)
 
 
 def platforms() -> list[dict[str, Any]]:

@@ -1,6 +1,24 @@
 """Persistence: the schema and the database handle shared by every layer."""
 
 from exporthub.store.db import Database, utcnow
-from exporthub.store.schema import jobs, metadata, users
+from exporthub.store.schema import (
+    bulk_downloads,
+    job_milestones,
+    jobs,
+    metadata,
+    outbox,
+    usage_warnings,
+    users,
+)
 
-__all__ = ["Database", "jobs", "metadata", "users", "utcnow"]
+__all__ = [
+    "Database",
+    "bulk_downloads",
+    "job_milestones",
+    "jobs",
+    "metadata",
+    "outbox",
+    "usage_warnings",
+    "users",
+    "utcnow",
+]

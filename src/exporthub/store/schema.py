@@ -51,6 +51,7 @@ jobs = Table(
     Column("files_token", String(64), nullable=True),
     Column("columns", JSON, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("run", Integer, nullable=False, default=1),
     Column("run_after", DateTime(timezone=True), nullable=True),
     Column("locked_by", String(64), nullable=True),
     Column("lease_until", DateTime(timezone=True), nullable=True),
@@ -58,6 +59,51 @@ jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+# One row per milestone notification sent: inserting is how "exactly once"
+# is decided, across processes and out-of-order progress.
+job_milestones = Table(
+    "job_milestones",
+    metadata,
+    Column("job_id", _ID, ForeignKey("jobs.id"), primary_key=True),
+    Column("run", Integer, primary_key=True),
+    Column("milestone", Integer, primary_key=True),
+)
+
+# One row per usage warning sent, per user and period.
+usage_warnings = Table(
+    "usage_warnings",
+    metadata,
+    Column("user_id", _ID, ForeignKey("users.id"), primary_key=True),
+    Column("period", String(7), primary_key=True),
+)
+
+bulk_downloads = Table(
+    "bulk_downloads",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("guid", String(36), nullable=False, unique=True),
+    Column("user_id", _ID, ForeignKey("users.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("format", String(8), nullable=False),
+    Column("jobs", JSON, nullable=False),
+    Column("files_token", String(64), nullable=True),
+    Column("size", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+# Messages published by processes that do not serve clients (the command
+# line): a serving node publishes them and deletes them.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("channel", String(255), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 Index("ix_jobs_user_created", jobs.c.user_id, jobs.c.id)
