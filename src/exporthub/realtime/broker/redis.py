@@ -46,11 +46,11 @@ from typing import Any, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from exporthub.realtime.broker import (
     DEFAULT_META_TTL,
@@ -81,6 +81,7 @@ PUBSUB_PING_INTERVAL = 5.0
 """Seconds of silence on the pub/sub connection before it is pinged; no
 answer within as long again and it counts as lost."""
 RESULT_TTL_MS = 60_000
+RESP2 = 2
 EPOCH_BYTES = 4
 TOKEN_BYTES = 8
 SUBSCRIBE_BATCH = 512
@@ -182,12 +183,14 @@ class RedisBroker(Broker):
         prefix: str = DEFAULT_PREFIX,
         meta_ttl: float = DEFAULT_META_TTL,
     ) -> None:
-        # Retries are done here, where it is known which ones are safe.
         self._pool = ConnectionPool.from_url(
             url,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=SOCKET_TIMEOUT,
+            # Retries are done here, where it is known which ones are safe.
             retry=Retry(NoBackoff(), 0),
+            # Pub/sub replies as plain arrays, read in order on one socket.
+            protocol=RESP2,
         )
         self._redis = Redis(connection_pool=self._pool)
         self._publish_script = self._redis.register_script(_PUBLISH)
@@ -206,10 +209,15 @@ class RedisBroker(Broker):
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self, handler: PublicationHandler) -> None:
-        """Check that Redis answers, then start receiving publications."""
+        """Connect to Redis and start receiving publications.
+
+        Raises:
+            redis.exceptions.ConnectionError: Redis cannot be reached.
+        """
         await self._redis.ping()
         self._handler = handler
         self._closing = False
+        await self._connect()
         self._reader = asyncio.ensure_future(self._run())
         logger.info("Redis broker started (prefix %r)", self._prefix)
 
@@ -343,8 +351,8 @@ class RedisBroker(Broker):
         failures = 0
         while not self._closing:
             try:
-                await self._connect()
-                if failures:
+                if self._conn is None:
+                    await self._connect()
                     logger.info("Redis pub/sub connection restored")
                 failures = 0
                 await self._read()
