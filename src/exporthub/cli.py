@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         "--days", type=int, default=30, help="how long the plan lasts (default 30)"
     )
     plan.set_defaults(handler=_user_plan)
+
+    database = commands.add_parser("db", help="manage the database").add_subparsers(
+        title="database commands"
+    )
+    upgrade = database.add_parser("upgrade", help="apply pending schema migrations")
+    upgrade.set_defaults(handler=_db_upgrade)
     return parser
 
 
@@ -179,6 +185,25 @@ def _user_plan(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return asyncio.run(run())
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from exporthub.store import Database
+    from exporthub.store.migrations import current_version, upgrade
+
+    settings = Settings.from_env()
+
+    async def run() -> None:
+        db = Database(settings.database_url)
+        try:
+            applied = await upgrade(db)
+            version = await current_version(db)
+        finally:
+            await db.close()
+        print(json.dumps({"applied": applied, "version": version}))
+
+    asyncio.run(run())
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ from pathlib import Path
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from exporthub.store.schema import metadata
-
 logger = logging.getLogger(__name__)
 
 
@@ -60,9 +58,10 @@ class Database:
             )
 
     async def create(self) -> None:
-        """Create missing tables."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        """Bring the schema up to date: apply the migrations it lacks."""
+        from exporthub.store.migrations import upgrade
+
+        await upgrade(self)
 
     async def ping(self) -> None:
         """Raise when the database cannot be reached."""
