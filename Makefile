@@ -26,6 +26,8 @@ run: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest
+	# The end-to-end tests again, on the many-node backends.
+	EXPORTHUB_TEST_DATABASE=postgres EXPORTHUB_TEST_BROKER=redis $(PY) -m pytest -m e2e
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

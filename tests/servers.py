@@ -1,4 +1,12 @@
-"""Run the real exporthub server as a subprocess for end-to-end tests."""
+"""Run the real exporthub server as a subprocess for end-to-end tests.
+
+By default a server keeps everything in its data directory (SQLite, memory
+broker). ``EXPORTHUB_TEST_DATABASE=postgres`` gives every server a fresh
+PostgreSQL database instead, and ``EXPORTHUB_TEST_BROKER=redis`` a Redis
+key prefix of its own, so the same tests run against those backends; a test
+that passes its own ``EXPORTHUB_DATABASE_URL`` or ``EXPORTHUB_BROKER`` (to
+share them between servers) keeps it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,11 +22,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+import backends
+
 EXPORTHUB = [sys.executable, "-m", "exporthub.cli"]
 STARTUP_TIMEOUT = 20.0
+TEST_DATABASE = "EXPORTHUB_TEST_DATABASE"
+TEST_BROKER = "EXPORTHUB_TEST_BROKER"
 
 
 def free_port() -> int:
@@ -62,6 +76,22 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def database_url(self) -> str:
+        return self.env.get(
+            "EXPORTHUB_DATABASE_URL", f"sqlite:///{self.data_dir / 'exporthub.db'}"
+        )
+
+    def rows(self, table: str) -> list[tuple[Any, ...]]:
+        """Every row of ``table``, straight from the server's database."""
+        url = self.database_url
+        if url.startswith("sqlite:///"):
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+                return conn.execute(f"SELECT * FROM {table}").fetchall()
+        return [
+            tuple(row.values()) for row in backends.fetch(url, f"SELECT * FROM {table}")
+        ]
+
 
 def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTHUB_")}
@@ -79,14 +109,25 @@ def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 @contextmanager
 def run_server(data_dir: Path, **overrides: str) -> Iterator[RunningServer]:
     """Start ``exporthub serve`` on a free port; always stopped afterwards."""
-    port = free_port()
+    with own_backends(overrides):
+        with start_server(data_dir, **overrides) as server:
+            yield server
+
+
+@contextmanager
+def start_server(
+    data_dir: Path, *args: str, port: int | None = None, **overrides: str
+) -> Iterator[RunningServer]:
+    """Start ``exporthub serve ARGS`` with exactly the settings given (on
+    ``port``, or a free one); always stopped afterwards."""
+    port = port or free_port()
     env = server_env(data_dir, **overrides)
     env.setdefault("EXPORTHUB_PUBLIC_URL", f"http://127.0.0.1:{port}")
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [*EXPORTHUB, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [*EXPORTHUB, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -98,6 +139,32 @@ def run_server(data_dir: Path, **overrides: str) -> Iterator[RunningServer]:
         yield server
     finally:
         stop(process)
+
+
+@contextmanager
+def own_backends(overrides: dict[str, str]) -> Iterator[None]:
+    """Add a fresh PostgreSQL database and Redis prefix to ``overrides``
+    when the test run asks for them; removed afterwards."""
+    database = prefix = None
+    try:
+        if (
+            os.environ.get(TEST_DATABASE) == "postgres"
+            and "EXPORTHUB_DATABASE_URL" not in overrides
+        ):
+            database = overrides["EXPORTHUB_DATABASE_URL"] = backends.create_database()
+        if (
+            os.environ.get(TEST_BROKER) == "redis"
+            and "EXPORTHUB_BROKER" not in overrides
+        ):
+            prefix = backends.key_prefix()
+            overrides["EXPORTHUB_BROKER"] = backends.REDIS_URL
+            overrides["EXPORTHUB_BROKER_PREFIX"] = prefix
+        yield
+    finally:
+        if database is not None:
+            backends.drop_database(database)
+        if prefix is not None:
+            backends.clear_keys(prefix)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
