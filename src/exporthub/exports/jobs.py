@@ -326,8 +326,14 @@ async def requeue(
     error: str | None,
     reset_attempts: bool = False,
     worker_id: str | None = None,
+    lease_expired: bool = False,
 ) -> Job | None:
-    """Put a job back in the queue (retry, transient failure, lost worker)."""
+    """Put a job back in the queue (retry, transient failure, lost worker).
+
+    With ``worker_id``, only while that worker holds the job; with
+    ``lease_expired``, only while its lease is still expired, so a worker
+    that renewed it after being taken for lost keeps its job.
+    """
     values: dict[str, Any] = {
         "status": Status.QUEUEING.value,
         "run_after": run_after,
@@ -343,20 +349,18 @@ async def requeue(
         # again. Requeues after failures resume the same run.
         values["attempts"] = 0
         values["run"] = jobs.c.run + 1
-    if worker_id is None:
+    if worker_id is None and not lease_expired:
         return await _transition(db, guid, allowed, **values)
-    values["updated_at"] = utcnow()
+    now = values["updated_at"] = utcnow()
+    conditions = [jobs.c.guid == guid, jobs.c.status == Status.PROGRESS.value]
+    if worker_id is not None:
+        conditions.append(jobs.c.locked_by == worker_id)
+    if lease_expired:
+        conditions.append(jobs.c.lease_until < now)
     async with db.engine.begin() as conn:
         row = (
             await conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.guid == guid,
-                    jobs.c.status == Status.PROGRESS.value,
-                    jobs.c.locked_by == worker_id,
-                )
-                .values(**values)
-                .returning(jobs)
+                update(jobs).where(*conditions).values(**values).returning(jobs)
             )
         ).first()
     return _job(row) if row else None

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import random
-import shutil
 import socket
 import time
 import uuid
@@ -63,6 +62,12 @@ class _Run:
     task: asyncio.Task[None] | None = None
     stopped: bool = False
     started: float = field(default_factory=time.monotonic)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    """Names this run's partial files: a worker that lost the job (its
+    lease expired while it was alive) must not touch the next run's."""
+
+    def partial(self, directory: Path, fmt: str) -> Path:
+        return directory / f"{fmt}.{self.token}{PARTIAL_SUFFIX}"
 
 
 class Worker:
@@ -200,26 +205,26 @@ class Worker:
             await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
             await self._write(run, adapter, ref, options, directory, columns)
         except asyncio.CancelledError:
-            _discard(directory)
+            _discard(directory, run)
             if not run.stopped:
                 raise
             logger.info("job %s abandoned: stopped by its user", job.guid)
             return
         except TransientSourceError as exc:
-            _discard(directory)
+            _discard(directory, run)
             await self._transient(run, exc)
             return
         except SourceError as exc:
-            _discard(directory)
+            _discard(directory, run)
             await self._fail(run, exc.reason)
             return
         except OptionError as exc:
-            _discard(directory)
+            _discard(directory, run)
             await self._fail(run, str(exc))
             return
         except Exception:
             logger.exception("job %s crashed", job.guid)
-            _discard(directory)
+            _discard(directory, run)
             await self._fail(
                 run, "internal error while exporting; the job can be retried"
             )
@@ -235,9 +240,9 @@ class Worker:
         )
         if done is None:
             # Stopped or taken over while the files were closing.
-            _discard(directory)
+            _discard(directory, run)
             return
-        self._publish_files(done, directory)
+        self._publish_files(done, run, directory)
         logger.info(
             "job %s done: %d comments in %.2fs",
             job.guid,
@@ -256,7 +261,7 @@ class Worker:
         columns: list[str],
     ) -> None:
         writers = [
-            formats.open_writer(fmt, directory / (fmt + PARTIAL_SUFFIX), columns)
+            formats.open_writer(fmt, run.partial(directory, fmt), columns)
             for fmt in OUTPUT_FORMATS
         ]
         try:
@@ -281,9 +286,12 @@ class Worker:
                 writer.abort()
             raise
 
-    def _publish_files(self, job: Job, directory: Path) -> None:
+    def _publish_files(self, job: Job, run: _Run, directory: Path) -> None:
         for fmt in OUTPUT_FORMATS:
-            (directory / (fmt + PARTIAL_SUFFIX)).rename(directory / file_name(job, fmt))
+            run.partial(directory, fmt).rename(directory / file_name(job, fmt))
+        # Left by runs of workers that died: the job is done now.
+        for leftover in directory.glob(f"*{PARTIAL_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
 
     async def _transient(self, run: _Run, exc: TransientSourceError) -> None:
         job = run.job
@@ -368,6 +376,7 @@ class Worker:
                 allowed={Status.PROGRESS},
                 run_after=None,
                 error="the worker running it stopped responding",
+                lease_expired=True,
             )
             user = await get_user_by_id(self.db, job.user_id)
             if requeued is not None and user is not None:
@@ -376,5 +385,11 @@ class Worker:
                 self._wake.set()
 
 
-def _discard(directory: Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
+def _discard(directory: Path, run: _Run) -> None:
+    """Delete this run's partial files, and the directory once empty."""
+    for fmt in OUTPUT_FORMATS:
+        run.partial(directory, fmt).unlink(missing_ok=True)
+    try:
+        directory.rmdir()
+    except OSError:
+        pass  # Not empty: another run of the job writes there, or wrote.
