@@ -221,6 +221,29 @@ async def test_history_returns_the_publications_after_a_position(node: Node) -> 
     ]
 
 
+async def test_history_with_limit_minus_one_returns_the_whole_history(
+    node: Node,
+) -> None:
+    await node.publish("exports:u1", {"n": 1})
+    position = await node.publish("exports:u1", {"n": 2})
+    session, transport, _ = await connect(node)
+    command = {"id": 2, "history": {"channel": "exports:u1", "limit": -1}}
+    await session.handle_frame(orjson.dumps(command))
+    assert transport.sent == [
+        {
+            "id": 2,
+            "history": {
+                "publications": [
+                    {"data": {"n": 1}, "offset": 1},
+                    {"data": {"n": 2}, "offset": 2},
+                ],
+                "epoch": position.epoch,
+                "offset": 2,
+            },
+        }
+    ]
+
+
 async def test_history_since_a_position_of_another_epoch_is_unrecoverable(
     node: Node,
 ) -> None:

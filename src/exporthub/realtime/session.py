@@ -270,7 +270,9 @@ class Session:
         result = await self.node.broker.history(
             channel,
             since=position,
-            limit=limit if limit > 0 else (-1 if position else 0),
+            # -1 asks for the whole history, as in Centrifugo; 0 for the
+            # position only, unless a position to start from is given.
+            limit=limit if limit > 0 else (-1 if position or limit < 0 else 0),
             reverse=bool(request.get("reverse", False)),
         )
         if position is not None and position.epoch != result.position.epoch:
