@@ -58,8 +58,11 @@ class Follower(Watcher):
     def events(self, channel: str) -> list[str]:
         return [data["event"] for _, data in self.stream(channel)]
 
+    def subscriptions_of(self, channel: str) -> list[ServerSubscribedContext]:
+        return [ctx for ctx in self.subscriptions if ctx.channel == channel]
+
     def resubscriptions(self, channel: str) -> list[ServerSubscribedContext]:
-        return [ctx for ctx in self.subscriptions if ctx.channel == channel][1:]
+        return self.subscriptions_of(channel)[1:]
 
 
 def follow(ws_url: str, base_url: str, api_key: str, follower: Follower) -> Client:

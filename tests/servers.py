@@ -32,6 +32,8 @@ EXPORTHUB = [sys.executable, "-m", "exporthub.cli"]
 STARTUP_TIMEOUT = 20.0
 TEST_DATABASE = "EXPORTHUB_TEST_DATABASE"
 TEST_BROKER = "EXPORTHUB_TEST_BROKER"
+WORKER_STARTED = "exporthub.exports.worker: worker "
+"""The start of the log line a worker writes once it claims jobs."""
 
 
 def free_port() -> int:
@@ -137,6 +139,34 @@ def start_server(
     try:
         _wait_healthy(server)
         yield server
+    finally:
+        stop(process)
+
+
+@contextmanager
+def run_worker(data_dir: Path, **overrides: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``exporthub worker`` with exactly the settings given; returns
+    once it claims jobs, and always stops it afterwards."""
+    env = server_env(data_dir, **overrides)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"worker-{time.monotonic_ns()}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [*EXPORTHUB, "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while WORKER_STARTED not in log_path.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"exporthub worker did not start:\n{log_path.read_text()}"
+                )
+            time.sleep(0.05)
+        yield process
     finally:
         stop(process)
 

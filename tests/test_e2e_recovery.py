@@ -139,7 +139,7 @@ async def test_after_a_restart_of_a_memory_node_recovery_says_recovered_false(
             await client.disconnect()
     [again] = follower.resubscriptions(exports)
     assert (again.was_recovering, again.recovered) == (True, False)
-    first_epoch = follower.subscriptions[0].stream_position.epoch
+    first_epoch = follower.subscriptions_of(exports)[0].stream_position.epoch
     assert again.stream_position.epoch != first_epoch
 
 

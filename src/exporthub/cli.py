@@ -91,9 +91,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from exporthub.api.app import make_broker, node_config
-    from exporthub.exports.events import JobEvents
+    from exporthub.exports.events import JobEvents, Publish
+    from exporthub.exports.housekeeping import Outbox
     from exporthub.exports.worker import Worker
     from exporthub.realtime import Node
+    from exporthub.realtime.broker.memory import MemoryBroker
     from exporthub.store import Database
 
     settings = Settings.from_env()
@@ -107,7 +109,12 @@ def _worker(args: argparse.Namespace) -> int:
             broker=make_broker(settings),
         )
         await node.start()
-        worker = Worker(db, settings, JobEvents(node.publish, settings.public_url, db))
+        publish: Publish = node.publish
+        if isinstance(node.broker, MemoryBroker):
+            # Nobody hears this process's memory broker: the serving nodes
+            # publish its events for it, from the outbox.
+            publish = Outbox(db).publish
+        worker = Worker(db, settings, JobEvents(publish, settings.public_url, db))
         task = asyncio.ensure_future(worker.run())
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
@@ -117,7 +124,7 @@ def _worker(args: argparse.Namespace) -> int:
             {task, asyncio.ensure_future(stopping.wait())},
             return_when=asyncio.FIRST_COMPLETED,
         )
-        await worker.stop()
+        await worker.stop(settings.worker_grace)
         task.cancel()
         await node.shutdown()
         await db.close()

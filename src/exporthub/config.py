@@ -84,6 +84,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     worker_concurrency: int = 2
     job_lease: float = 30.0
+    worker_grace: float = 10.0
     max_attempts: int = 3
     retry_delay: float = 5.0
     source_timeout: float = 20.0
@@ -117,6 +118,7 @@ class Settings:
             max_body_bytes=_int("MAX_BODY_BYTES", 1024 * 1024),
             worker_concurrency=_int("WORKER_CONCURRENCY", 2),
             job_lease=_float("JOB_LEASE", 30.0),
+            worker_grace=_float("WORKER_GRACE", 10.0),
             max_attempts=_int("MAX_ATTEMPTS", 3),
             retry_delay=_float("RETRY_DELAY", 5.0),
             source_timeout=_float("SOURCE_TIMEOUT", 20.0),

@@ -159,7 +159,7 @@ def create_app(
             housekeeping.cancel()
             await downloads.close()
             if worker is not None and worker_task is not None:
-                await worker.stop()
+                await worker.stop(settings.worker_grace)
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
