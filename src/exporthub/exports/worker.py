@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import random
+import shutil
 import socket
 import time
 import uuid
@@ -120,6 +121,9 @@ class Worker:
         try:
             while not self._stopping:
                 await self._slots.acquire()
+                if self._stopping:  # Stopped while every slot was busy.
+                    self._slots.release()
+                    break
                 job = None
                 try:
                     job = await jobs.claim(
@@ -136,6 +140,11 @@ class Worker:
                     self._slots.release()
                     continue
                 self._start(job, user)
+            # Jobs still running get their grace from stop(); until they end
+            # they need the HTTP client, and their leases the heartbeat.
+            running = [r.task for r in self._runs.values() if r.task is not None]
+            if running:
+                await asyncio.wait(running)
         finally:
             heartbeat.cancel()
             await self._http.aclose()
@@ -287,11 +296,18 @@ class Worker:
             raise
 
     def _publish_files(self, job: Job, run: _Run, directory: Path) -> None:
+        final = {file_name(job, fmt) for fmt in OUTPUT_FORMATS}
         for fmt in OUTPUT_FORMATS:
             run.partial(directory, fmt).rename(directory / file_name(job, fmt))
-        # Left by runs of workers that died: the job is done now.
-        for leftover in directory.glob(f"*{PARTIAL_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
+        # Anything else was left by runs whose worker died (partial files,
+        # the XLSX writer's scratch directories); the job is done now.
+        for leftover in directory.iterdir():
+            if leftover.name in final:
+                continue
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
     async def _transient(self, run: _Run, exc: TransientSourceError) -> None:
         job = run.job
