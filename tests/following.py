@@ -12,8 +12,11 @@ from centrifuge import (
     Client,
     ConnectedContext,
     ConnectingContext,
+    PublicationContext,
     ServerPublicationContext,
     ServerSubscribedContext,
+    SubscribedContext,
+    SubscriptionEventHandler,
 )
 
 from watcher import Watcher, token_getter
@@ -63,6 +66,24 @@ class Follower(Watcher):
 
     def resubscriptions(self, channel: str) -> list[ServerSubscribedContext]:
         return self.subscriptions_of(channel)[1:]
+
+
+class ChannelFollower(SubscriptionEventHandler):
+    """Records a client-side subscription: its (re)subscriptions and every
+    publication with its offset, into a :class:`Follower`."""
+
+    def __init__(self, follower: Follower) -> None:
+        self.follower = follower
+        self.subscribed: list[SubscribedContext] = []
+
+    async def on_subscribed(self, ctx: SubscribedContext) -> None:
+        self.subscribed.append(ctx)
+        self.follower._changed.set()
+
+    async def on_publication(self, ctx: PublicationContext) -> None:
+        channel = self.subscribed[-1].channel
+        self.follower.positions.append((channel, ctx.pub.offset, ctx.pub.data))
+        self.follower.record(channel, ctx.pub.data)
 
 
 def follow(ws_url: str, base_url: str, api_key: str, follower: Follower) -> Client:

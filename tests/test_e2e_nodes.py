@@ -15,7 +15,7 @@ from hn_fixture import STORY_ID, serve_hackernews
 from netproxy import proxy_to
 from servers import start_server, stop
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(120)]
 
 STORY_URL = f"https://news.ycombinator.com/item?id={STORY_ID}"
 HELD_ITEM = 9003

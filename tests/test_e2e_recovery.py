@@ -10,6 +10,7 @@ import pytest
 from centrifuge.exceptions import ReplyError
 
 from following import (
+    ChannelFollower,
     Follower,
     create_job,
     follow,
@@ -78,6 +79,45 @@ async def test_a_python_client_cut_off_mid_job_recovers_every_missed_event_once(
     assert [offset for offset, _ in kept] == list(range(1, len(kept) + 1))
     assert len(kept) > before
     assert follower.events(exports)[-1] == "job.finished"
+
+
+async def test_a_client_side_job_subscription_cut_off_mid_job_recovers_once(
+    tmp_path: Path, hn
+) -> None:
+    gate = hn.hold(HELD_ITEM)
+    with (
+        run_server(
+            tmp_path / "data",
+            EXPORTHUB_HACKERNEWS_API=hn.base_url,
+            EXPORTHUB_PROGRESS_INTERVAL=PROGRESS_INTERVAL,
+        ) as server,
+        proxy_to(server.port) as proxy,
+    ):
+        alice = server.create_user("alice@example.com")
+        follower = Follower()
+        client = follow(ws_url(proxy.port), server.url, alice["api_key"], follower)
+        await client.connect()
+        try:
+            job = await create_job(server.url, alice["api_key"], STORY_URL)
+            channel = f"export.{job['guid']}.job"
+            events = ChannelFollower(follower)
+            await client.new_subscription(channel, events=events).subscribe()
+            await follower.wait_for(lambda: exported_so_far(follower, channel) == 4)
+            proxy.down()
+            gate.set()
+            await wait_for_status(server.url, alice["api_key"], job["guid"], "done")
+            proxy.up()
+            await follower.wait_for(lambda: "job.finished" in follower.events(channel))
+            kept = await history(server.ws_url, server.url, alice["api_key"], channel)
+        finally:
+            await client.disconnect()
+    first, again = events.subscribed
+    assert (again.was_recovering, again.recovered) == (True, True)
+    assert again.stream_position.epoch == first.stream_position.epoch
+    # Everything published after the subscription, exactly once, in order.
+    since = first.stream_position.offset
+    assert follower.stream(channel) == [(o, d) for o, d in kept if o > since]
+    assert [offset for offset, _ in kept] == list(range(1, len(kept) + 1))
 
 
 async def test_a_client_that_missed_more_than_the_history_keeps_gets_recovered_false(

@@ -19,7 +19,7 @@ from following import Follower, create_job, follow, history, wait_for_status
 from hn_fixture import EXPECTED_ROWS, STORY_ID, serve_hackernews
 from servers import free_port, run_worker, start_server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(120)]
 
 STORY_URL = f"https://news.ycombinator.com/item?id={STORY_ID}"
 HELD_ITEM = 9003
