@@ -348,3 +348,23 @@ async def test_a_session_on_one_node_receives_what_another_node_publishes(
             "pub": {"data": {"event": "job.created"}, "offset": 1},
         }
     }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=redis.exceptions.ConnectionError,
+    reason="a publication made while Redis stays unreachable for longer than the "
+    "publish retry window is lost; the publisher gets the Redis error.",
+)
+async def test_a_publication_made_while_redis_is_unreachable_arrives_later(
+    redis_prefix: str,
+) -> None:
+    with proxy_to(redis_port()) as proxy:
+        async with (
+            broker(redis_prefix) as (a, got),
+            broker(redis_prefix, via(proxy.port), publish_retry_for=0.3) as (b, _),
+        ):
+            await a.subscribe(CHANNEL)
+            proxy.down()
+            await b.publish(CHANNEL, b"1", HISTORY)
+            await got.wait_for(lambda: got.offsets() == [1])

@@ -322,3 +322,15 @@ async def test_publications_reach_the_node_with_their_offset_and_epoch() -> None
     position = await broker.publish("exports:u1", b"1", HISTORY)
     assert position == StreamPosition(1, received[0].epoch)
     assert received == [Publication(b"1", 1, received[0].time_ms, position.epoch)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="history lives in this process only; it is lost on restart",
+)
+async def test_the_memory_brokers_history_outlives_a_restart() -> None:
+    before = MemoryBroker()
+    await before.publish("exports:u1", b"1", HISTORY)
+    after = MemoryBroker()
+    result = await after.history("exports:u1")
+    assert [p.data for p in result.publications] == [b"1"]

@@ -27,8 +27,10 @@ newer on a channel it reads from the stream what was published during the
 gap and delivers that first. What the stream no longer holds (trimmed or
 expired meanwhile) shows up to sessions as a gap in offsets, and they make
 their clients reconnect and recover, which then tells them ``recovered:
-false``. Publishing while Redis is unreachable is retried for a few seconds
-and then fails with the Redis error.
+false``.
+
+Limitation: a publication made while Redis stays unreachable for longer
+than the publish retry window is lost; the publisher gets the Redis error.
 """
 
 from __future__ import annotations
@@ -174,6 +176,8 @@ class RedisBroker(Broker):
         prefix: start of every key and pub/sub channel name.
         meta_ttl: seconds a channel's epoch and offset are kept after its
             last publication or read.
+        publish_retry_for: seconds a publish keeps retrying while Redis
+            cannot be reached.
     """
 
     def __init__(
@@ -182,6 +186,7 @@ class RedisBroker(Broker):
         *,
         prefix: str = DEFAULT_PREFIX,
         meta_ttl: float = DEFAULT_META_TTL,
+        publish_retry_for: float = PUBLISH_RETRY_FOR,
     ) -> None:
         self._pool = ConnectionPool.from_url(
             url,
@@ -198,6 +203,7 @@ class RedisBroker(Broker):
         self._prefix = prefix
         self._pub_prefix = f"{prefix}.pub.".encode()
         self._meta_ttl_ms = _ms(meta_ttl)
+        self._publish_retry_for = publish_retry_for
         self._handler: PublicationHandler | None = None
         self._channels: dict[str, _Channel] = {}
         self._seen: dict[str, StreamPosition] = {}
@@ -478,7 +484,7 @@ class RedisBroker(Broker):
         return key[len(self._pub_prefix) :].decode()
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        deadline = time.monotonic() + PUBLISH_RETRY_FOR
+        deadline = time.monotonic() + self._publish_retry_for
         delay = RETRY_MIN_DELAY
         while True:
             try:
