@@ -31,6 +31,7 @@ POSTGRES_URL = os.environ.get(
 DATABASE_PREFIX = "exporthub_test_"
 KEY_PREFIX = "exporthub-test-"
 CONNECT_TIMEOUT = 2.0
+DEFAULT_REDIS_PORT = 6379
 
 
 def require(url: str) -> None:
@@ -110,6 +111,11 @@ def fetch(url: str, query: str, *args: Any) -> list[dict[str, Any]]:
             await conn.close()
 
     return run(go())
+
+
+def redis_port() -> int:
+    """The port of the test Redis, for proxies put in front of it."""
+    return urlsplit(REDIS_URL).port or DEFAULT_REDIS_PORT
 
 
 def key_prefix() -> str:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis.asyncio
 
-from backends import REDIS_URL
+from backends import REDIS_URL, redis_port
 from exporthub.realtime import ChannelOptions, HistoryOptions, Node, NodeConfig
 from exporthub.realtime.broker import StreamPosition
 from exporthub.realtime.broker.redis import BrokerUnavailable, RedisBroker
@@ -64,10 +64,6 @@ async def broker(
 
 def via(proxy_port: int) -> str:
     return f"redis://127.0.0.1:{proxy_port}/0"
-
-
-def redis_port() -> int:
-    return int(REDIS_URL.rsplit(":", 1)[1].split("/", 1)[0])
 
 
 async def test_a_publication_on_one_node_reaches_the_handler_of_another(

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from backends import REDIS_URL
+from backends import REDIS_URL, redis_port
 from following import Follower, create_job, follow, history, wait_for_status
 from hn_fixture import STORY_ID, serve_hackernews
 from netproxy import proxy_to
@@ -144,3 +145,41 @@ async def test_history_outlives_a_restart_of_the_only_node(
     )
     assert follower.stream(exports) == kept
     assert [offset for offset, _ in kept] == list(range(1, len(kept) + 1))
+
+
+async def test_a_node_that_lost_redis_delivers_what_was_published_meanwhile(
+    tmp_path: Path, shared: dict[str, str], hn
+) -> None:
+    data = tmp_path / "data"
+    gate = hn.hold(HELD_ITEM)
+    with (
+        start_server(data, **shared) as b,
+        proxy_to(redis_port()) as redis_link,
+        start_server(
+            data,
+            "--no-worker",
+            **{**shared, "EXPORTHUB_BROKER": f"redis://127.0.0.1:{redis_link.port}/0"},
+        ) as a,
+    ):
+        alice = a.create_user("alice@example.com")
+        exports = f"exports:{alice['uuid']}"
+        follower = Follower()
+        client = follow(a.ws_url, a.url, alice["api_key"], follower)
+        await client.connect()
+        try:
+            await follower.wait_for(lambda: exports in follower.subscribed)
+            job = await create_job(b.url, alice["api_key"], STORY_URL)
+            await follower.wait_for(lambda: exported_so_far(follower, exports) == 4)
+            redis_link.down()
+            gate.set()
+            await wait_for_status(b.url, alice["api_key"], job["guid"], "done")
+            async with httpx.AsyncClient() as http:
+                cut_off = (await http.get(f"{a.url}/health")).status_code
+            redis_link.up()
+            await follower.wait_for(lambda: "job.finished" in follower.events(exports))
+        finally:
+            await client.disconnect()
+        kept = await history(b.ws_url, b.url, alice["api_key"], exports)
+    assert cut_off == 503
+    assert follower.connects == 1
+    assert follower.stream(exports) == kept
