@@ -200,13 +200,19 @@ def _handler(fixture: HackerNewsFixture) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 makes the kernel drop a burst of concurrent
+    # connections, which then wait for SYN retransmits (1 s, 3 s, ...).
+    request_queue_size = 128
+
+
 @contextmanager
 def serve_hackernews(
     items: dict[int, dict[str, Any]] | None = None,
 ) -> Iterator[HackerNewsFixture]:
     """Run the fixture on a free loopback port for the duration."""
     fixture = HackerNewsFixture(THREAD if items is None else items)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fixture))
+    server = _Server(("127.0.0.1", 0), _handler(fixture))
     server.daemon_threads = True
     fixture.base_url = f"http://127.0.0.1:{server.server_address[1]}/v0"
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -95,13 +95,22 @@ class RunningServer:
         ]
 
 
+# Nothing in a test may reach a real platform: every API base points at the
+# discard port on loopback unless a test gives its own fixture server.
+NOWHERE = "http://127.0.0.1:9"
+PLATFORM_APIS = ("HACKERNEWS", "YOUTUBE", "REDDIT", "BLUESKY", "MASTODON", "GITHUB")
+
+
 def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPORTHUB_")}
+    env.update({f"EXPORTHUB_{name}_API": NOWHERE for name in PLATFORM_APIS})
     env.update(
         {
             "EXPORTHUB_DATA_DIR": str(data_dir),
             "EXPORTHUB_TOKEN_SECRET": "test-secret-of-sufficient-length-0123456789",
             "EXPORTHUB_LOG_LEVEL": "INFO",
+            # Tests hold jobs at fixture gates; shutting down need not wait.
+            "EXPORTHUB_SHUTDOWN_GRACE": "1",
         }
     )
     env.update(overrides)

@@ -128,7 +128,7 @@ async def test_a_worker_stopped_with_sigterm_finishes_its_running_job(
     gate = hn.hold(HELD_ITEM)
     with (
         start_server(data, "--no-worker", port=node_port, **shared) as node,
-        run_worker(data, **shared) as worker,
+        run_worker(data, **{**shared, "EXPORTHUB_SHUTDOWN_GRACE": "30"}) as worker,
     ):
         alice = node.create_user("alice@example.com")
         exports = f"exports:{alice['uuid']}"
@@ -155,7 +155,7 @@ async def test_a_worker_stopped_with_sigterm_requeues_a_job_it_cannot_finish(
 ) -> None:
     data = tmp_path / "data"
     gate = hn.hold(HELD_ITEM)
-    short = {**shared, "EXPORTHUB_WORKER_GRACE": "0.2"}
+    short = {**shared, "EXPORTHUB_SHUTDOWN_GRACE": "0.2"}
     with (
         start_server(data, "--no-worker", port=node_port, **shared) as node,
         run_worker(data, **short) as stopping,

@@ -124,7 +124,7 @@ def _worker(args: argparse.Namespace) -> int:
             {task, asyncio.ensure_future(stopping.wait())},
             return_when=asyncio.FIRST_COMPLETED,
         )
-        await worker.stop(settings.worker_grace)
+        await worker.stop(settings.shutdown_grace)
         task.cancel()
         await node.shutdown()
         await db.close()

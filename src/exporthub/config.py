@@ -84,12 +84,12 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     worker_concurrency: int = 2
     job_lease: float = 30.0
-    worker_grace: float = 10.0
     max_attempts: int = 3
     retry_delay: float = 5.0
     source_timeout: float = 20.0
     history_size: int = 100
     outbox_interval: float = 0.5
+    shutdown_grace: float = 10.0
     plan_check_interval: float = 30.0
     history_ttl: float = 600.0
     history_overrides: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -118,12 +118,12 @@ class Settings:
             max_body_bytes=_int("MAX_BODY_BYTES", 1024 * 1024),
             worker_concurrency=_int("WORKER_CONCURRENCY", 2),
             job_lease=_float("JOB_LEASE", 30.0),
-            worker_grace=_float("WORKER_GRACE", 10.0),
             max_attempts=_int("MAX_ATTEMPTS", 3),
             retry_delay=_float("RETRY_DELAY", 5.0),
             source_timeout=_float("SOURCE_TIMEOUT", 20.0),
             history_size=_int("HISTORY_SIZE", 100),
             outbox_interval=_float("OUTBOX_INTERVAL", 0.5),
+            shutdown_grace=_float("SHUTDOWN_GRACE", 10.0),
             plan_check_interval=_float("PLAN_CHECK_INTERVAL", 30.0),
             history_ttl=_float("HISTORY_TTL", 600.0),
             history_overrides=_history_overrides(),

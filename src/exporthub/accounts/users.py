@@ -67,8 +67,11 @@ async def create_user(db: Database, email: str) -> tuple[User, str]:
     }
     try:
         async with db.engine.begin() as conn:
-            result = await conn.execute(users.insert().values(**values))
-            user_id = result.inserted_primary_key[0]
+            user_id = (
+                await conn.execute(
+                    users.insert().values(**values).returning(users.c.id)
+                )
+            ).scalar_one()
     except IntegrityError as exc:
         raise UserExists(f"a user with email {email} already exists") from exc
     user = await get_user_by_id(db, user_id)

@@ -19,6 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from exporthub import __version__
 from exporthub.accounts import get_user_by_uuid
 from exporthub.api.http import HTTPError, JSONResponse, error_response
+from exporthub.api.metrics import make_registry, metrics
 from exporthub.api.routes import routes as user_routes
 from exporthub.config import Settings
 from exporthub.exports.constants import JOB_NAMESPACE, Channel, channel_namespace
@@ -36,6 +37,7 @@ from exporthub.realtime import (
     WebSocketEndpoint,
 )
 from exporthub.realtime.broker import Broker
+from exporthub.realtime.server_api import ServerAPI
 from exporthub.realtime.session import Session
 from exporthub.store import Database
 
@@ -159,18 +161,23 @@ def create_app(
             housekeeping.cancel()
             await downloads.close()
             if worker is not None and worker_task is not None:
-                await worker.stop(settings.worker_grace)
+                await worker.stop(settings.shutdown_grace)
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
             await node.shutdown()
             await db.close()
 
+    server_api = ServerAPI(
+        node, settings.api_key, max_body_bytes=settings.max_body_bytes
+    )
     websocket = WebSocketEndpoint(node)
     app = Starlette(
         routes=[
             *user_routes,
+            *server_api.routes,
             Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             WebSocketRoute("/connection/websocket", websocket),
         ],
         exception_handlers={
@@ -187,6 +194,7 @@ def create_app(
     app.state.websocket = websocket
     app.state.service = service
     app.state.downloads = downloads
+    app.state.metrics_registry, app.state.metrics_collector = make_registry(node)
     app.state.events = events
     app.state.worker = worker
     return app

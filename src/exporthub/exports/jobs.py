@@ -204,17 +204,31 @@ async def _transition(
     db: Database, guid: str, allowed: frozenset[Status] | set[Status], **values: Any
 ) -> Job | None:
     """Apply ``values`` when the job's status is in ``allowed``."""
+    return await _update(
+        db, [jobs.c.guid == guid, jobs.c.status.in_([s.value for s in allowed])], values
+    )
+
+
+async def _owned(db: Database, guid: str, worker_id: str, **values: Any) -> Job | None:
+    """Apply ``values`` when the job is still running on ``worker_id``: a job
+    stopped by its user or taken over by another worker is left alone."""
+    return await _update(
+        db,
+        [
+            jobs.c.guid == guid,
+            jobs.c.status == Status.PROGRESS.value,
+            jobs.c.locked_by == worker_id,
+        ],
+        values,
+    )
+
+
+async def _update(db: Database, where: list[Any], values: dict[str, Any]) -> Job | None:
     values.setdefault("updated_at", utcnow())
     async with db.engine.begin() as conn:
         row = (
             await conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.guid == guid,
-                    jobs.c.status.in_([s.value for s in allowed]),
-                )
-                .values(**values)
-                .returning(jobs)
+                update(jobs).where(*where).values(**values).returning(jobs)
             )
         ).first()
     return _job(row) if row else None
@@ -231,26 +245,14 @@ async def progress(
 ) -> Job | None:
     """Record progress and extend the lease; None when the job is no longer
     this worker's (stopped by its user, or requeued)."""
-    now = utcnow()
-    async with db.engine.begin() as conn:
-        row = (
-            await conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.guid == guid,
-                    jobs.c.status == Status.PROGRESS.value,
-                    jobs.c.locked_by == worker_id,
-                )
-                .values(
-                    total_exported=exported,
-                    total=total,
-                    lease_until=now + timedelta(seconds=lease),
-                    updated_at=now,
-                )
-                .returning(jobs)
-            )
-        ).first()
-    return _job(row) if row else None
+    return await _owned(
+        db,
+        guid,
+        worker_id,
+        total_exported=exported,
+        total=total,
+        lease_until=utcnow() + timedelta(seconds=lease),
+    )
 
 
 async def finish(
@@ -262,59 +264,35 @@ async def finish(
     total: int | None,
     columns: list[str],
 ) -> Job | None:
-    now = utcnow()
-    async with db.engine.begin() as conn:
-        row = (
-            await conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.guid == guid,
-                    jobs.c.status == Status.PROGRESS.value,
-                    jobs.c.locked_by == worker_id,
-                )
-                .values(
-                    status=Status.DONE.value,
-                    total_exported=exported,
-                    total=total if total is not None else exported,
-                    files_token=secrets.token_urlsafe(24),
-                    columns=columns,
-                    locked_by=None,
-                    lease_until=None,
-                    finished_at=now,
-                    updated_at=now,
-                )
-                .returning(jobs)
-            )
-        ).first()
-    return _job(row) if row else None
+    return await _owned(
+        db,
+        guid,
+        worker_id,
+        status=Status.DONE.value,
+        total_exported=exported,
+        total=total if total is not None else exported,
+        files_token=secrets.token_urlsafe(24),
+        columns=columns,
+        locked_by=None,
+        lease_until=None,
+        finished_at=utcnow(),
+    )
 
 
 async def fail(
     db: Database, guid: str, worker_id: str, *, error: str, exported: int
 ) -> Job | None:
-    now = utcnow()
-    async with db.engine.begin() as conn:
-        row = (
-            await conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.guid == guid,
-                    jobs.c.status == Status.PROGRESS.value,
-                    jobs.c.locked_by == worker_id,
-                )
-                .values(
-                    status=Status.ERROR.value,
-                    error=error,
-                    total_exported=exported,
-                    locked_by=None,
-                    lease_until=None,
-                    finished_at=now,
-                    updated_at=now,
-                )
-                .returning(jobs)
-            )
-        ).first()
-    return _job(row) if row else None
+    return await _owned(
+        db,
+        guid,
+        worker_id,
+        status=Status.ERROR.value,
+        error=error,
+        total_exported=exported,
+        locked_by=None,
+        lease_until=None,
+        finished_at=utcnow(),
+    )
 
 
 async def requeue(
@@ -330,7 +308,7 @@ async def requeue(
 ) -> Job | None:
     """Put a job back in the queue (retry, transient failure, lost worker).
 
-    With ``worker_id``, only while that worker holds the job; with
+    With ``worker_id``, only while that worker still runs it; with
     ``lease_expired``, only while its lease is still expired, so a worker
     that renewed it after being taken for lost keeps its job.
     """
@@ -349,21 +327,20 @@ async def requeue(
         # again. Requeues after failures resume the same run.
         values["attempts"] = 0
         values["run"] = jobs.c.run + 1
-    if worker_id is None and not lease_expired:
+    if worker_id is not None:
+        return await _owned(db, guid, worker_id, **values)
+    if not lease_expired:
         return await _transition(db, guid, allowed, **values)
     now = values["updated_at"] = utcnow()
-    conditions = [jobs.c.guid == guid, jobs.c.status == Status.PROGRESS.value]
-    if worker_id is not None:
-        conditions.append(jobs.c.locked_by == worker_id)
-    if lease_expired:
-        conditions.append(jobs.c.lease_until < now)
-    async with db.engine.begin() as conn:
-        row = (
-            await conn.execute(
-                update(jobs).where(*conditions).values(**values).returning(jobs)
-            )
-        ).first()
-    return _job(row) if row else None
+    return await _update(
+        db,
+        [
+            jobs.c.guid == guid,
+            jobs.c.status == Status.PROGRESS.value,
+            jobs.c.lease_until < now,
+        ],
+        values,
+    )
 
 
 async def stop(db: Database, guid: str) -> Job | None:

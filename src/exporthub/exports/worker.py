@@ -62,6 +62,8 @@ class _Run:
     published: int = -1
     task: asyncio.Task[None] | None = None
     stopped: bool = False
+    finishing: bool = False
+    """Set once the files are complete: the run is past being abandoned."""
     started: float = field(default_factory=time.monotonic)
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     """Names this run's partial files: a worker that lost the job (its
@@ -103,7 +105,7 @@ class Worker:
     def cancel(self, guid: str) -> None:
         """Abandon ``guid`` now if this worker runs it (its user stopped it)."""
         run = self._runs.get(guid)
-        if run is not None and run.task is not None:
+        if run is not None and run.task is not None and not run.finishing:
             run.stopped = True
             run.task.cancel()
 
@@ -239,6 +241,7 @@ class Worker:
             )
             return
 
+        run.finishing = True
         done = await jobs.finish(
             self.db,
             job.guid,
@@ -365,22 +368,29 @@ class Worker:
                     logger.exception("reaping lost jobs failed")
 
     async def _beat(self, run: _Run, publish: bool) -> None:
+        if run.finishing:
+            return
+        # One reading for the database and every message: comments keep
+        # arriving while the update is awaited.
+        exported, total = run.exported, run.total
         current = await jobs.progress(
             self.db,
             run.job.guid,
             self.worker_id,
-            exported=run.exported,
-            total=run.total,
+            exported=exported,
+            total=total,
             lease=self.settings.job_lease,
         )
         if current is None:
             # Stopped by its user elsewhere, or taken over: let it go.
-            self.cancel(run.job.guid)
+            if not run.finishing:
+                self.cancel(run.job.guid)
             return
-        if publish and run.exported != run.published:
-            run.published = run.exported
-            await self.events.progress(current, run.user, run.exported, run.total)
-        await self.events.milestones(current, run.user, run.exported, run.total)
+        # Nothing exported yet is no progress worth a message.
+        if publish and exported and exported != run.published:
+            run.published = exported
+            await self.events.progress(current, run.user, exported, total)
+        await self.events.milestones(current, run.user, exported, total)
 
     async def _reap(self) -> None:
         for job in await jobs.expired_leases(self.db):

@@ -40,6 +40,31 @@ class ErrorCode(Enum):
         return body
 
 
+class ApiError(Enum):
+    """An error in a reply of the server API (``POST /api/{method}``).
+
+    The numbers and messages are Centrifugo's server API ones, which differ
+    from the client protocol's in places (104 is "not found" here).
+    """
+
+    INTERNAL = (100, "internal server error")
+    UNAUTHORIZED = (101, "unauthorized")
+    UNKNOWN_CHANNEL = (102, "unknown channel")
+    NOT_FOUND = (104, "not found")
+    LIMIT_EXCEEDED = (106, "limit exceeded")
+    BAD_REQUEST = (107, "bad request")
+    NOT_AVAILABLE = (108, "not available")
+    UNRECOVERABLE_POSITION = (112, "unrecoverable position")
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+
+    def payload(self) -> dict[str, object]:
+        """The ``error`` object of a reply."""
+        return {"code": self.code, "message": self.message}
+
+
 class Disconnect(Enum):
     """Why the server closes a connection: a WebSocket close code and reason."""
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from exporthub.realtime import protocol
 from exporthub.realtime.broker import Broker
-from exporthub.realtime.protocol import Publication
+from exporthub.realtime.protocol import ClientInfo, Publication
 
 if TYPE_CHECKING:
     from exporthub.realtime.session import Session
@@ -69,6 +69,17 @@ class Hub:
         frame = protocol.encode_publication_push(channel, publication)
         for session in list(subscribers):
             session.deliver(channel, publication, frame)
+        return len(subscribers)
+
+    def broadcast_join_leave(self, channel: str, kind: str, info: ClientInfo) -> int:
+        """Offer a join or leave event to every local subscriber (each decides
+        whether it receives them); returns how many there were."""
+        subscribers = self._channels.get(channel)
+        if not subscribers:
+            return 0
+        frame = protocol.encode_join_leave_push(channel, kind, info)
+        for session in list(subscribers):
+            session.deliver_join_leave(channel, frame)
         return len(subscribers)
 
     def subscribers(self, channel: str) -> list[Session]:

@@ -48,6 +48,28 @@ class Publication:
         return wire
 
 
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Who is subscribed: shown in presence and in join/leave pushes.
+
+    Attributes:
+        user: the user of the connection ("" for anonymous).
+        client: the connection's unique id.
+        chan_info: optional JSON attached to this subscription.
+    """
+
+    user: str
+    client: str
+    chan_info: bytes | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``ClientInfo`` object of the protocol."""
+        wire: dict[str, Any] = {"user": self.user, "client": self.client}
+        if self.chan_info is not None:
+            wire["chan_info"] = orjson.Fragment(self.chan_info)
+        return wire
+
+
 def decode_commands(frame: bytes | str) -> list[dict[str, Any]]:
     """Split a frame into command objects.
 
@@ -94,6 +116,12 @@ def encode_publication_push(channel: str, publication: Publication) -> bytes:
     The result is the same for every subscriber, so it is built once.
     """
     return orjson.dumps({"push": {"channel": channel, "pub": publication.to_wire()}})
+
+
+def encode_join_leave_push(channel: str, kind: str, info: ClientInfo) -> bytes:
+    """A ``join`` or ``leave`` push (``kind``) about ``info``, built once per
+    event for every subscriber that receives it."""
+    return orjson.dumps({"push": {"channel": channel, kind: {"info": info.to_wire()}}})
 
 
 def encode_push(channel: str, kind: str, body: dict[str, Any]) -> bytes:

@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from exporthub.realtime import protocol
 from exporthub.realtime.broker import StreamPosition
 from exporthub.realtime.codes import CLOSE_MESSAGE_TOO_BIG, Disconnect, ErrorCode
@@ -26,7 +28,7 @@ from exporthub.realtime.protocol import ProtocolError, Publication
 from exporthub.realtime.tokens import InvalidToken, TokenExpired
 
 if TYPE_CHECKING:
-    from exporthub.realtime.node import Node
+    from exporthub.realtime.node import ChannelOptions, Node
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +76,17 @@ class Subscription:
     server_side: bool
     offset: int = 0
     epoch: str = ""
-    pending: list[Publication] | None = None
-    """Publications that arrived while the subscribe reply was being built;
-    sent right after it."""
+    pending: list[Publication | bytes] | None = None
+    """Publications (and encoded join/leave pushes) that arrived while the
+    subscribe reply was being built; sent right after it."""
+    presence: bool = False
+    """Listed in the channel's presence while subscribed."""
+    join_leave: bool = False
+    """Emits join and leave events."""
+    push_join_leave: bool = False
+    """Receives the channel's join and leave events."""
+    info: bytes | None = None
+    """JSON shown as ``chan_info`` in presence and join/leave."""
 
 
 class Session:
@@ -157,10 +167,18 @@ class Session:
             request = {}
         if not isinstance(request, dict):
             raise DisconnectError(Disconnect.BAD_REQUEST, f"{method} must be an object")
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             await _HANDLERS[method](self, command_id, request)
         except CommandError as exc:
+            outcome = exc.error.name.lower()
             self._reply_error(command_id, exc.error)
+        except DisconnectError as exc:
+            outcome = exc.disconnect.name.lower()
+            raise
+        finally:
+            self.node.stats.command(method, outcome, time.perf_counter() - started)
 
     # -- commands --------------------------------------------------------
 
@@ -202,6 +220,8 @@ class Session:
         self.transport.write(protocol.encode_reply(command_id, "connect", result))
         for channel in claims.channels:
             self._flush_pending(channel)
+        for channel in claims.channels:
+            await self.node.announce_join(self, channel)
         self._schedule_ping()
         await self.node.connected(self)
 
@@ -219,6 +239,7 @@ class Session:
         result = await self._join(channel, server_side=False, ask=request)
         self.transport.write(protocol.encode_reply(command_id, "subscribe", result))
         self._flush_pending(channel)
+        await self.node.announce_join(self, channel)
 
     async def _authorize(self, channel: str, token: Any) -> None:
         if token:
@@ -301,6 +322,40 @@ class Session:
         self._set_expiry(result)
         self.transport.write(protocol.encode_reply(command_id, "refresh", result))
 
+    async def _presence(self, command_id: int, request: dict[str, Any]) -> None:
+        channel = await self._presence_channel(request)
+        try:
+            clients = await self.node.presence(channel)
+        except NotImplementedError as exc:
+            raise CommandError(ErrorCode.NOT_AVAILABLE) from exc
+        reply = {"presence": {cid: info.to_wire() for cid, info in clients.items()}}
+        self.transport.write(protocol.encode_reply(command_id, "presence", reply))
+
+    async def _presence_stats(self, command_id: int, request: dict[str, Any]) -> None:
+        channel = await self._presence_channel(request)
+        try:
+            stats = await self.node.presence_stats(channel)
+        except NotImplementedError as exc:
+            raise CommandError(ErrorCode.NOT_AVAILABLE) from exc
+        reply = {"num_clients": stats.num_clients, "num_users": stats.num_users}
+        self.transport.write(protocol.encode_reply(command_id, "presence_stats", reply))
+
+    async def _presence_channel(self, request: dict[str, Any]) -> str:
+        """The channel of a presence request this client may make."""
+        channel = request.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise DisconnectError(Disconnect.BAD_REQUEST, "channel required")
+        options = self.node.channel_options(channel)
+        if options is None:
+            raise CommandError(ErrorCode.UNKNOWN_CHANNEL)
+        if channel not in self.subscriptions and not await self.node.can_subscribe(
+            self.user, channel
+        ):
+            raise CommandError(ErrorCode.PERMISSION_DENIED)
+        if not options.presence:
+            raise CommandError(ErrorCode.NOT_AVAILABLE)
+        return channel
+
     async def _not_available(self, command_id: int, request: dict[str, Any]) -> None:
         raise CommandError(ErrorCode.NOT_AVAILABLE)
 
@@ -310,18 +365,35 @@ class Session:
     # -- subscriptions ---------------------------------------------------
 
     async def _join(
-        self, channel: str, *, server_side: bool, ask: dict[str, Any]
+        self,
+        channel: str,
+        *,
+        server_side: bool,
+        ask: dict[str, Any],
+        options: ChannelOptions | None = None,
+        info: bytes | None = None,
     ) -> dict[str, Any]:
         """Start receiving ``channel`` and build its subscribe result.
 
         The session is registered in the hub before history is read, and
         publications arriving meanwhile are held back, so that nothing falls
-        between what history returns and what the hub delivers.
+        between what history returns and what the hub delivers. ``options``
+        replaces the namespace's options for this subscription.
         """
-        options = self.node.channel_options(channel)
-        sub = Subscription(server_side=server_side, pending=[])
+        if options is None:
+            options = self.node.channel_options(channel)
+        sub = Subscription(server_side=server_side, pending=[], info=info)
+        if options is not None:
+            sub.presence = options.presence
+            sub.join_leave = options.join_leave
+            # Server-side subscribers cannot ask for join/leave; only the
+            # namespace can push it to them.
+            sub.push_join_leave = options.force_push_join_leave or (
+                options.join_leave and not server_side and ask.get("join_leave") is True
+            )
         self.subscriptions[channel] = sub
         await self.node.hub.add(channel, self)
+        await self.node.subscribed(self, channel)
         result: dict[str, Any] = {}
         if options is None or not options.history.enabled:
             return result
@@ -366,10 +438,13 @@ class Session:
         if sub is None or sub.pending is None:
             return
         pending, sub.pending = sub.pending, None
-        for publication in pending:
-            if publication.offset and publication.offset <= sub.offset:
+        for item in pending:
+            if isinstance(item, bytes):
+                self.transport.write(item)
                 continue
-            self.deliver(channel, publication, None)
+            if item.offset and item.offset <= sub.offset:
+                continue
+            self.deliver(channel, item, None)
 
     def deliver(
         self, channel: str, publication: Publication, frame: bytes | None
@@ -397,20 +472,51 @@ class Session:
             frame = protocol.encode_publication_push(channel, publication)
         self.transport.write(frame)
 
+    def deliver_join_leave(self, channel: str, frame: bytes) -> None:
+        """Send an encoded join or leave push of ``channel`` if this
+        subscription receives them."""
+        sub = self.subscriptions.get(channel)
+        if sub is None or not sub.push_join_leave or self.state is not State.CONNECTED:
+            return
+        if sub.pending is not None:
+            sub.pending.append(frame)
+            return
+        self.transport.write(frame)
+
     async def leave(self, channel: str) -> bool:
         """Stop receiving ``channel``; False when it was not subscribed."""
-        if self.subscriptions.pop(channel, None) is None:
+        sub = self.subscriptions.pop(channel, None)
+        if sub is None:
             return False
         await self.node.hub.remove(channel, self)
+        await self.node.unsubscribed(self, channel, sub)
         return True
 
-    async def server_subscribe(self, channel: str) -> None:
-        """Subscribe from the server side and tell the client with a push."""
+    async def server_subscribe(
+        self,
+        channel: str,
+        *,
+        options: ChannelOptions | None = None,
+        data: bytes | None = None,
+        info: bytes | None = None,
+    ) -> None:
+        """Subscribe from the server side and tell the client with a push.
+
+        Args:
+            options: replace the namespace's options for this subscription.
+            data: JSON sent to the client in the ``subscribe`` push.
+            info: JSON shown as ``chan_info`` in presence and join/leave.
+        """
         if channel in self.subscriptions or self.state is not State.CONNECTED:
             return
-        result = await self._join(channel, server_side=True, ask={})
+        result = await self._join(
+            channel, server_side=True, ask={}, options=options, info=info
+        )
+        if data is not None:
+            result["data"] = orjson.Fragment(data)
         self.transport.write(protocol.encode_push(channel, "subscribe", result))
         self._flush_pending(channel)
+        await self.node.announce_join(self, channel)
 
     def send(self, channel: str, data: bytes) -> bool:
         """Push ``data`` (JSON) on ``channel`` to this connection only, out of
@@ -480,6 +586,20 @@ class Session:
         loop = asyncio.get_running_loop()
         self._expiry_timer = loop.call_later(ttl + 1, self._check_expiry)
 
+    def set_expiry(self, expires_at: int | None) -> None:
+        """Move the connection's expiry to Unix time ``expires_at`` (None:
+        never) from the server side, and tell the client with a ``refresh``
+        push; a time already past disconnects it as expired."""
+        if self.state is not State.CONNECTED:
+            return
+        if expires_at is not None and expires_at <= time.time():
+            self.disconnect(Disconnect.EXPIRED)
+            return
+        self.expires_at = expires_at
+        body: dict[str, Any] = {}
+        self._set_expiry(body)
+        self.transport.write(protocol.encode({"push": {"refresh": body}}))
+
     def _check_expiry(self) -> None:
         if self.expires_at is not None and time.time() >= self.expires_at:
             self.disconnect(Disconnect.EXPIRED)
@@ -497,9 +617,15 @@ class Session:
             logger.debug("disconnect %s user=%r: %s", self.client_id, self.user, reason)
         self._close_raw(disconnect.code, reason)
 
+    def close_with(self, code: int, reason: str) -> None:
+        """Close the connection with a code and reason chosen by the
+        application (3000-3499: the client reconnects; 3500-4999: it stops)."""
+        self._close_raw(code, reason)
+
     def _close_raw(self, code: int, reason: str) -> None:
         if self.state is State.CLOSED:
             return
+        self.node.stats.disconnects[reason.partition(":")[0]] += 1
         encoded = reason.encode()[:MAX_CLOSE_REASON]
         self.transport.close(code, encoded.decode(errors="ignore"))
         self.closed()
@@ -529,8 +655,8 @@ _HANDLERS = {
     "publish": Session._publish,
     "history": Session._history,
     "refresh": Session._refresh,
-    "presence": Session._not_available,
-    "presence_stats": Session._not_available,
+    "presence": Session._presence,
+    "presence_stats": Session._presence_stats,
     "rpc": Session._not_available,
     "sub_refresh": Session._not_available,
     "ping": Session._ping_command,

@@ -1,7 +1,10 @@
 """Brokers carry publications between nodes and keep channel history.
 
 :class:`Broker` is the interface; ``memory`` serves one process, ``redis``
-shares channels and history between nodes.
+shares channels and history between nodes. Presence and join/leave events
+are optional for a broker: their methods raise :class:`NotImplementedError`
+unless the broker implements them, and the node then answers presence
+requests with "not available" and emits no join/leave pushes.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporthub.realtime.protocol import Publication
+from exporthub.realtime.protocol import ClientInfo, Publication
 
 PublicationHandler = Callable[[str, Publication], None]
 """Called by a broker for every publication a node must deliver locally."""
@@ -20,6 +23,12 @@ DEFAULT_META_TTL = 24 * 3600.0
 read. Longer than any history TTL, so that a channel that was quiet for a
 while goes on with the same epoch: clients that missed nothing still
 recover, and live subscribers see no restarted stream."""
+
+JOIN = "join"
+LEAVE = "leave"
+JoinLeaveHandler = Callable[[str, str, ClientInfo], None]
+"""``(channel, JOIN or LEAVE, info)``: called by a broker for every join or
+leave event on a channel the node has subscribed to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,14 @@ class HistoryOptions:
     @property
     def enabled(self) -> bool:
         return self.size > 0 and self.ttl > 0
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStats:
+    """How many connections, and distinct users, are present in a channel."""
+
+    num_clients: int
+    num_users: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +124,60 @@ class Broker(ABC):
 
     async def ping(self) -> None:  # noqa: B027 - optional for brokers with no remote
         """Raise when the broker cannot be reached; memory brokers always can."""
+
+    # -- presence and join/leave (optional) --------------------------------
+
+    def set_join_leave_handler(self, handler: JoinLeaveHandler) -> None:
+        """Deliver join/leave events of subscribed channels to ``handler``,
+        like publications; called once by the node, after :meth:`start`.
+
+        Raises:
+            NotImplementedError: the broker carries no join/leave events.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no join/leave")
+
+    async def publish_join_leave(
+        self, channel: str, kind: str, info: ClientInfo
+    ) -> None:
+        """Deliver a ``JOIN`` or ``LEAVE`` event about ``info`` to every node
+        subscribed to ``channel``.
+
+        Raises:
+            NotImplementedError: the broker carries no join/leave events.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no join/leave")
+
+    async def add_presence(self, channel: str, info: ClientInfo) -> None:
+        """Record that connection ``info.client`` is subscribed to ``channel``;
+        adding it again replaces its info.
+
+        Raises:
+            NotImplementedError: the broker keeps no presence.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no presence")
+
+    async def remove_presence(self, channel: str, client: str) -> None:
+        """Forget connection ``client`` in ``channel``'s presence.
+
+        Raises:
+            NotImplementedError: the broker keeps no presence.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no presence")
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        """The connections present in ``channel``, by client id.
+
+        Raises:
+            NotImplementedError: the broker keeps no presence.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no presence")
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        """Counts of :meth:`presence`; brokers may count without listing.
+
+        Raises:
+            NotImplementedError: the broker keeps no presence.
+        """
+        clients = await self.presence(channel)
+        users = {info.user for info in clients.values()}
+        return PresenceStats(num_clients=len(clients), num_users=len(users))

@@ -3,6 +3,8 @@
 Limitation: history lives in this process only; it is lost on restart (the
 epoch changes, so reconnecting clients are told recovery is impossible) and
 is not shared with other nodes. Use the Redis broker for several nodes.
+Presence lives here too, per channel, and join/leave events are delivered
+synchronously like publications.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from exporthub.realtime.broker import (
     Broker,
     HistoryOptions,
     HistoryResult,
+    JoinLeaveHandler,
+    PresenceStats,
     PublicationHandler,
     StreamPosition,
 )
-from exporthub.realtime.protocol import Publication
+from exporthub.realtime.protocol import ClientInfo, Publication
 
 SWEEP_INTERVAL = 60.0
 """Seconds between sweeps of streams nobody published to or read for
@@ -47,7 +51,9 @@ class MemoryBroker(Broker):
 
     def __init__(self, *, meta_ttl: float = DEFAULT_META_TTL) -> None:
         self._handler: PublicationHandler | None = None
+        self._join_leave_handler: JoinLeaveHandler | None = None
         self._streams: dict[str, _Stream] = {}
+        self._presence: dict[str, dict[str, ClientInfo]] = {}
         self._meta_ttl = meta_ttl
         self._next_sweep = 0.0
 
@@ -56,6 +62,7 @@ class MemoryBroker(Broker):
 
     async def close(self) -> None:
         self._handler = None
+        self._join_leave_handler = None
 
     async def publish(
         self, channel: str, data: bytes, history: HistoryOptions
@@ -111,6 +118,36 @@ class MemoryBroker(Broker):
         stream = self._streams.get(channel)
         if stream is not None:
             stream.items.clear()
+
+    # -- presence and join/leave --------------------------------------------
+
+    def set_join_leave_handler(self, handler: JoinLeaveHandler) -> None:
+        self._join_leave_handler = handler
+
+    async def publish_join_leave(
+        self, channel: str, kind: str, info: ClientInfo
+    ) -> None:
+        if self._join_leave_handler is not None:
+            self._join_leave_handler(channel, kind, info)
+
+    async def add_presence(self, channel: str, info: ClientInfo) -> None:
+        self._presence.setdefault(channel, {})[info.client] = info
+
+    async def remove_presence(self, channel: str, client: str) -> None:
+        clients = self._presence.get(channel)
+        if clients is None:
+            return
+        clients.pop(client, None)
+        if not clients:
+            del self._presence[channel]
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        return dict(self._presence.get(channel, {}))
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        clients = self._presence.get(channel, {})
+        users = {info.user for info in clients.values()}
+        return PresenceStats(num_clients=len(clients), num_users=len(users))
 
     def _stream(self, channel: str, now: float, *, keep: float) -> _Stream:
         """The channel's stream, kept for at least ``keep`` more seconds."""
