@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 
 import backends
+from exporthub.store import Database
 
 EXPORTHUB = [sys.executable, "-m", "exporthub.cli"]
 STARTUP_TIMEOUT = 20.0
@@ -83,6 +85,20 @@ class RunningServer:
         return self.env.get(
             "EXPORTHUB_DATABASE_URL", f"sqlite:///{self.data_dir / 'exporthub.db'}"
         )
+
+    def execute(self, statement: str, **params: Any) -> None:
+        """Run one SQL statement, with ``:name`` parameters, on the server's
+        database, whichever kind it is."""
+
+        async def go() -> None:
+            db = Database(self.database_url)
+            try:
+                async with db.engine.begin() as conn:
+                    await conn.execute(text(statement), params)
+            finally:
+                await db.close()
+
+        backends.run(go())
 
     def rows(self, table: str) -> list[tuple[Any, ...]]:
         """Every row of ``table``, straight from the server's database."""
