@@ -13,9 +13,9 @@ import redis.asyncio
 
 from backends import REDIS_URL, redis_port
 from exporthub.realtime import ChannelOptions, HistoryOptions, Node, NodeConfig
-from exporthub.realtime.broker import StreamPosition
+from exporthub.realtime.broker import JOIN, LEAVE, PresenceStats, StreamPosition
 from exporthub.realtime.broker.redis import BrokerUnavailable, RedisBroker
-from exporthub.realtime.protocol import Publication
+from exporthub.realtime.protocol import ClientInfo, Publication
 from exporthub.realtime.session import Session
 from exporthub.realtime.tokens import issue
 from netproxy import proxy_to
@@ -31,10 +31,15 @@ class Received:
 
     def __init__(self) -> None:
         self.publications: list[tuple[str, Publication]] = []
+        self.events: list[tuple[str, str, ClientInfo]] = []
         self._changed = asyncio.Event()
 
     def __call__(self, channel: str, publication: Publication) -> None:
         self.publications.append((channel, publication))
+        self._changed.set()
+
+    def join_leave(self, channel: str, kind: str, info: ClientInfo) -> None:
+        self.events.append((channel, kind, info))
         self._changed.set()
 
     def offsets(self, channel: str = CHANNEL) -> list[int]:
@@ -364,3 +369,65 @@ async def test_a_publication_made_while_redis_is_unreachable_arrives_later(
             proxy.down()
             await b.publish(CHANNEL, b"1", HISTORY)
             await got.wait_for(lambda: got.offsets() == [1])
+
+
+# -- presence and join/leave ------------------------------------------------
+
+ALICE = ClientInfo("alice", "c1", b'{"seat":1}')
+BOB = ClientInfo("bob", "c2")
+
+
+async def test_presence_lists_the_connections_of_every_node(
+    redis_prefix: str,
+) -> None:
+    async with broker(redis_prefix) as (a, _), broker(redis_prefix) as (b, _):
+        await a.add_presence(CHANNEL, ALICE)
+        await b.add_presence(CHANNEL, BOB)
+        seen_from_a = await a.presence(CHANNEL)
+        stats = await b.presence_stats(CHANNEL)
+    assert seen_from_a == {"c1": ALICE, "c2": BOB}
+    assert stats == PresenceStats(num_clients=2, num_users=2)
+
+
+async def test_a_connection_removed_from_presence_is_gone_on_every_node(
+    redis_prefix: str,
+) -> None:
+    async with broker(redis_prefix) as (a, _), broker(redis_prefix) as (b, _):
+        await a.add_presence(CHANNEL, ALICE)
+        await a.add_presence(CHANNEL, BOB)
+        await a.remove_presence(CHANNEL, "c1")
+        seen_from_b = await b.presence(CHANNEL)
+    assert seen_from_b == {"c2": BOB}
+
+
+async def test_presence_entries_of_a_node_that_died_expire(
+    redis_prefix: str,
+) -> None:
+    async with broker(redis_prefix, presence_ttl=0.3) as (dying, _):
+        await dying.add_presence(CHANNEL, ALICE)
+    async with broker(redis_prefix) as (survivor, _):
+        await asyncio.sleep(0.5)
+        assert await survivor.presence(CHANNEL) == {}
+
+
+async def test_presence_entries_of_a_living_node_are_renewed(
+    redis_prefix: str,
+) -> None:
+    async with broker(redis_prefix, presence_ttl=0.3) as (a, _):
+        await a.add_presence(CHANNEL, ALICE)
+        await asyncio.sleep(0.7)
+        assert await a.presence(CHANNEL) == {"c1": ALICE}
+
+
+async def test_join_and_leave_events_reach_every_node(
+    redis_prefix: str,
+) -> None:
+    async with broker(redis_prefix) as (a, got), broker(redis_prefix) as (b, _):
+        a.set_join_leave_handler(got.join_leave)
+        await a.subscribe(CHANNEL)
+        await b.publish_join_leave(CHANNEL, JOIN, ALICE)
+        await b.publish(CHANNEL, b"1", HISTORY)
+        await b.publish_join_leave(CHANNEL, LEAVE, ALICE)
+        await got.wait_for(lambda: len(got.events) == 2)
+    assert got.events == [(CHANNEL, JOIN, ALICE), (CHANNEL, LEAVE, ALICE)]
+    assert got.offsets() == [1]

@@ -14,7 +14,14 @@ sharing one Redis do not meet:
     ``offset:epoch:time_ms:`` followed by the JSON payload;
 ``{prefix}.result.{token}``
     the outcome of one publish for a minute, so that a publish retried after
-    a lost reply is not applied twice.
+    a lost reply is not applied twice;
+``{prefix}.presence.{channel}`` and ``{prefix}.presence-expiry.{channel}``
+    a hash of the connections present (client id to their info) and when
+    each entry expires. Every node renews its own entries; those of a node
+    that died expire after the presence TTL.
+
+Join and leave events travel on the channel's pub/sub channel too, as ``J``
+or ``L`` followed by the client info, in order with its publications.
 
 A publish is one Lua script: increment the offset, append to the stream,
 refresh the expiries and PUBLISH, atomically, so offsets on the wire are
@@ -46,6 +53,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
@@ -56,13 +64,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from exporthub.realtime.broker import (
     DEFAULT_META_TTL,
+    JOIN,
+    LEAVE,
     Broker,
     HistoryOptions,
     HistoryResult,
+    JoinLeaveHandler,
     PublicationHandler,
     StreamPosition,
 )
-from exporthub.realtime.protocol import Publication
+from exporthub.realtime.protocol import ClientInfo, Publication
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +99,13 @@ EPOCH_BYTES = 4
 TOKEN_BYTES = 8
 SUBSCRIBE_BATCH = 512
 """Channels per SUBSCRIBE command when subscribing everything again."""
+PRESENCE_TTL = 60.0
+"""Seconds a presence entry lives unless its node renews it."""
+PRESENCE_RENEWALS = 3
+"""Renewals per presence TTL: an entry survives two missed ones."""
+JOIN_MARK = b"J"
+LEAVE_MARK = b"L"
+_JOIN_LEAVE = {JOIN_MARK: JOIN, LEAVE_MARK: LEAVE}
 
 # KEYS: stream, meta, result. ARGV: data, size, ttl ms, meta ttl ms,
 # epoch to start with, pub/sub channel, time ms, result ttl ms.
@@ -117,6 +135,16 @@ redis.call('publish', ARGV[6],
 redis.call('hset', KEYS[3], 'o', offset, 'e', epoch)
 redis.call('pexpire', KEYS[3], ARGV[8])
 return {offset, epoch}
+"""
+
+# KEYS: presence hash, expiry set. ARGV: now ms.
+_PRESENCE = """
+local expired = redis.call('zrangebyscore', KEYS[2], '-inf', ARGV[1])
+for _, client in ipairs(expired) do
+  redis.call('hdel', KEYS[1], client)
+end
+redis.call('zremrangebyscore', KEYS[2], '-inf', ARGV[1])
+return redis.call('hgetall', KEYS[1])
 """
 
 # KEYS: stream, meta. ARGV: first offset wanted ('-' for the oldest),
@@ -178,6 +206,7 @@ class RedisBroker(Broker):
             last publication or read.
         publish_retry_for: seconds a publish keeps retrying while Redis
             cannot be reached.
+        presence_ttl: seconds a presence entry outlives its node.
     """
 
     def __init__(
@@ -187,6 +216,7 @@ class RedisBroker(Broker):
         prefix: str = DEFAULT_PREFIX,
         meta_ttl: float = DEFAULT_META_TTL,
         publish_retry_for: float = PUBLISH_RETRY_FOR,
+        presence_ttl: float = PRESENCE_TTL,
     ) -> None:
         self._pool = ConnectionPool.from_url(
             url,
@@ -200,10 +230,15 @@ class RedisBroker(Broker):
         self._redis = Redis(connection_pool=self._pool)
         self._publish_script = self._redis.register_script(_PUBLISH)
         self._history_script = self._redis.register_script(_HISTORY)
+        self._presence_script = self._redis.register_script(_PRESENCE)
         self._prefix = prefix
         self._pub_prefix = f"{prefix}.pub.".encode()
         self._meta_ttl_ms = _ms(meta_ttl)
         self._publish_retry_for = publish_retry_for
+        self._presence_ttl = presence_ttl
+        self._present: dict[str, dict[str, ClientInfo]] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._join_leave_handler: JoinLeaveHandler | None = None
         self._handler: PublicationHandler | None = None
         self._channels: dict[str, _Channel] = {}
         self._seen: dict[str, StreamPosition] = {}
@@ -225,18 +260,21 @@ class RedisBroker(Broker):
         self._closing = False
         await self._connect()
         self._reader = asyncio.ensure_future(self._run())
+        self._renewer = asyncio.ensure_future(self._renew_presence())
         logger.info("Redis broker started (prefix %r)", self._prefix)
 
     async def close(self) -> None:
         self._closing = True
         self._handler = None
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except asyncio.CancelledError:
-                pass
-            self._reader = None
+        self._join_leave_handler = None
+        for task in (self._reader, self._renewer):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._reader = self._renewer = None
         await self._drop_connection()
         await self._redis.aclose()
         await self._pool.disconnect()
@@ -303,6 +341,68 @@ class RedisBroker(Broker):
 
     async def remove_history(self, channel: str) -> None:
         await self._redis.delete(self._key("stream", channel))
+
+    # -- presence and join/leave --------------------------------------------
+
+    def set_join_leave_handler(self, handler: JoinLeaveHandler) -> None:
+        self._join_leave_handler = handler
+
+    async def publish_join_leave(
+        self, channel: str, kind: str, info: ClientInfo
+    ) -> None:
+        mark = JOIN_MARK if kind == JOIN else LEAVE_MARK
+        payload = mark + _info_json(info)
+        key = self._pub(channel)
+        await self._retrying(lambda: self._redis.publish(key, payload))
+
+    async def add_presence(self, channel: str, info: ClientInfo) -> None:
+        self._present.setdefault(channel, {})[info.client] = info
+        await self._write_presence(channel, [info])
+
+    async def remove_presence(self, channel: str, client: str) -> None:
+        mine = self._present.get(channel)
+        if mine is not None:
+            mine.pop(client, None)
+            if not mine:
+                del self._present[channel]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._key("presence", channel), client)
+            pipe.zrem(self._key("presence-expiry", channel), client)
+            await pipe.execute()
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        pairs = await self._presence_script(
+            keys=[
+                self._key("presence", channel),
+                self._key("presence-expiry", channel),
+            ],
+            args=[int(time.time() * 1000)],
+        )
+        present = {}
+        for client, raw in zip(pairs[::2], pairs[1::2], strict=True):
+            present[_text(client)] = _info(raw)
+        return present
+
+    async def _write_presence(self, channel: str, infos: list[ClientInfo]) -> None:
+        ttl_ms = _ms(self._presence_ttl)
+        expires = int(time.time() * 1000) + ttl_ms
+        hash_key = self._key("presence", channel)
+        expiry_key = self._key("presence-expiry", channel)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(hash_key, mapping={i.client: _info_json(i) for i in infos})
+            pipe.zadd(expiry_key, {i.client: expires for i in infos})
+            pipe.pexpire(hash_key, ttl_ms)
+            pipe.pexpire(expiry_key, ttl_ms)
+            await pipe.execute()
+
+    async def _renew_presence(self) -> None:
+        while True:
+            await asyncio.sleep(self._presence_ttl / PRESENCE_RENEWALS)
+            for channel, mine in list(self._present.items()):
+                try:
+                    await self._write_presence(channel, list(mine.values()))
+                except (RedisError, OSError) as exc:
+                    logger.warning("renewing presence in %s failed: %s", channel, exc)
 
     # -- subscriptions -----------------------------------------------------
 
@@ -448,6 +548,12 @@ class RedisBroker(Broker):
             self._deliver(channel, publication)
 
     def _on_message(self, key: bytes, payload: bytes) -> None:
+        kind = _JOIN_LEAVE.get(payload[:1])
+        if kind is not None:
+            handler = self._join_leave_handler
+            if handler is not None:
+                handler(self._channel_of(key), kind, _info(payload[1:]))
+            return
         offset, _, rest = payload.partition(b":")
         epoch, _, rest = rest.partition(b":")
         time_ms, _, data = rest.partition(b":")
@@ -503,6 +609,23 @@ def _ms(seconds: float) -> int:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _info_json(info: ClientInfo) -> bytes:
+    wire: dict[str, Any] = {"user": info.user, "client": info.client}
+    if info.chan_info is not None:
+        wire["chan_info"] = orjson.Fragment(info.chan_info)
+    return orjson.dumps(wire)
+
+
+def _info(raw: bytes) -> ClientInfo:
+    wire = orjson.loads(raw)
+    chan_info = wire.get("chan_info")
+    return ClientInfo(
+        wire["user"],
+        wire["client"],
+        None if chan_info is None else orjson.dumps(chan_info),
+    )
 
 
 def _entry(entry: Any, epoch: str) -> Publication:
