@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := tests/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean vendor-web screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,17 @@ test: $(STAMP) $(NODE_STAMP)
 	EXPORTHUB_TEST_DATABASE=postgres EXPORTHUB_TEST_BROKER=redis \
 		$(PY) -m pytest -m "e2e and not cluster"
 
+# The dashboard's copy of the npm client's browser build, with its license.
+vendor-web: $(STAMP) $(NODE_STAMP)
+	$(PY) scripts/vendor_centrifuge.py
+
+# docs/dashboard-{desktop,phone}.png, taken by the page's layout test.
+screenshots: $(STAMP)
+	EXPORTHUB_SCREENSHOT_DIR=docs $(PY) -m pytest -q tests/test_e2e_web.py -k fits_the_screen
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests scripts
 	$(VENV)/bin/mypy src
 
 clean:

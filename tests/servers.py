@@ -134,10 +134,13 @@ def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 
 
 @contextmanager
-def run_server(data_dir: Path, **overrides: str) -> Iterator[RunningServer]:
-    """Start ``exporthub serve`` on a free port; always stopped afterwards."""
+def run_server(
+    data_dir: Path, *args: str, port: int | None = None, **overrides: str
+) -> Iterator[RunningServer]:
+    """Start ``exporthub serve ARGS`` on ``port`` (a free one by default),
+    on the test run's backends; always stopped afterwards."""
     with own_backends(overrides):
-        with start_server(data_dir, **overrides) as server:
+        with start_server(data_dir, *args, port=port, **overrides) as server:
             yield server
 
 
@@ -168,21 +171,25 @@ def start_server(
         stop(process)
 
 
-@contextmanager
-def run_worker(data_dir: Path, **overrides: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``exporthub worker`` with exactly the settings given; returns
-    once it claims jobs, and always stops it afterwards."""
-    env = server_env(data_dir, **overrides)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / f"worker-{time.monotonic_ns()}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
+def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``exporthub worker`` with ``env``; stop it with :func:`stop`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
             [*EXPORTHUB, "worker"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+@contextmanager
+def run_worker(data_dir: Path, **overrides: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``exporthub worker`` with exactly the settings given; returns
+    once it claims jobs, and always stops it afterwards."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"worker-{time.monotonic_ns()}.log"
+    process = spawn_worker(server_env(data_dir, **overrides), log_path)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while WORKER_STARTED not in log_path.read_text(errors="replace"):

@@ -102,7 +102,7 @@ async def test_upgrading_an_up_to_date_database_applies_nothing(
         version = await current_version(db)
     finally:
         await db.close()
-    assert (first, second, version) == ([1], [], LATEST)
+    assert (first, second, version) == ([1, 2], [], LATEST)
 
 
 async def test_a_database_made_before_migrations_existed_is_adopted(
@@ -116,7 +116,7 @@ async def test_a_database_made_before_migrations_existed_is_adopted(
         version = await current_version(db)
     finally:
         await db.close()
-    assert (applied, version) == ([1], LATEST)
+    assert (applied, version) == ([1, 2], LATEST)
 
 
 def test_processes_upgrading_together_apply_each_migration_once(
@@ -138,5 +138,5 @@ def test_processes_upgrading_together_apply_each_migration_once(
         stdout, stderr = process.communicate(timeout=30)
         assert process.returncode == 0, stderr
         outputs.append(json.loads(stdout))
-    assert sorted(o["applied"] for o in outputs) == [[], [], [1]]
+    assert sorted(o["applied"] for o in outputs) == [[], [], [1, 2]]
     assert {o["version"] for o in outputs} == {LATEST}

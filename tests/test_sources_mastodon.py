@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from exporthub import netguard
 from exporthub.sources.base import (
     Comment,
     ExportOptions,
@@ -323,7 +325,14 @@ async def test_max_timestamp_keeps_older_replies(
     assert _ids(exported) == [D3["id"], D1["id"], D1A["id"]]
 
 
-async def test_server_is_taken_from_the_reference_when_no_base_is_set() -> None:
+async def test_server_is_taken_from_the_reference_when_no_base_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The instance's name is checked before use; answer the lookup here.
+    async def public(host: str, port: int) -> list[ipaddress.IPv4Address]:
+        return [ipaddress.ip_address("93.184.216.34")]
+
+    monkeypatch.setattr(netguard, "_lookup", public)
     seen: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:

@@ -12,11 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from exporthub import __version__
+from exporthub.client_cli import add_client_commands
 from exporthub.config import Settings
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from exporthub.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "--days", type=int, default=30, help="how long the plan lasts (default 30)"
     )
     plan.set_defaults(handler=_user_plan)
+    add_client_commands(commands)
 
     database = commands.add_parser("db", help="manage the database").add_subparsers(
         title="database commands"
@@ -91,31 +90,32 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from exporthub.api.app import make_broker, node_config
-    from exporthub.exports.events import JobEvents, Publish
+    from exporthub.exports.events import JobEvents
     from exporthub.exports.housekeeping import Outbox
     from exporthub.exports.worker import Worker
     from exporthub.realtime import Node
-    from exporthub.realtime.broker.memory import MemoryBroker
     from exporthub.store import Database
+    from exporthub.webhooks import Dispatcher
 
     settings = Settings.from_env()
 
     async def run() -> None:
         db = Database(settings.database_url)
         await db.create()
+        broker = make_broker(settings)
         node = Node(
-            node_config(settings),
-            settings.ensure_token_secret(),
-            broker=make_broker(settings),
+            node_config(settings), settings.ensure_token_secret(), broker=broker
         )
         await node.start()
-        publish: Publish = node.publish
-        if isinstance(node.broker, MemoryBroker):
-            # Nobody hears this process's memory broker: the serving nodes
-            # publish its events for it, from the outbox.
-            publish = Outbox(db).publish
-        worker = Worker(db, settings, JobEvents(publish, settings.public_url, db))
+        # Without a shared broker, nobody would hear this process publish:
+        # its messages go through the database to the serving nodes.
+        publish = node.publish if broker is not None else Outbox(db).publish
+        events = JobEvents(publish, settings.public_url, db)
+        dispatcher = Dispatcher(db, settings.webhooks, report=events.webhook_attempt)
+        events.sinks.append(dispatcher.sink)
+        worker = Worker(db, settings, events)
         task = asyncio.ensure_future(worker.run())
+        dispatching = asyncio.ensure_future(dispatcher.run())
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -126,6 +126,8 @@ def _worker(args: argparse.Namespace) -> int:
         )
         await worker.stop(settings.shutdown_grace)
         task.cancel()
+        await dispatcher.stop()
+        await dispatching
         await node.shutdown()
         await db.close()
 

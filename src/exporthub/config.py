@@ -6,6 +6,7 @@ defaults run everything in one process with files under ``./data``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -97,6 +98,7 @@ class Settings:
     broker_prefix: str = "exporthub"
     source_apis: dict[str, str] = field(default_factory=dict)
     source_secrets: dict[str, str] = field(default_factory=dict)
+    webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings())
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -128,6 +130,7 @@ class Settings:
             history_ttl=_float("HISTORY_TTL", 600.0),
             history_overrides=_history_overrides(),
             broker_prefix=_env("BROKER_PREFIX", "exporthub") or "exporthub",
+            webhooks=WebhookSettings.from_env(),
         )
         from exporthub.sources.registry import ADAPTERS
 
@@ -158,3 +161,51 @@ class Settings:
                 handle.write(fresh)
             self.token_secret = fresh
         return self.token_secret
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class WebhookSettings:
+    """How webhook deliveries are attempted, retried and where they may go."""
+
+    max_attempts: int = 10
+    retry_delay: float = 30.0
+    timeout: float = 10.0
+    concurrency: int = 2
+    allowed_networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def from_env(cls) -> WebhookSettings:
+        settings = cls(
+            max_attempts=_int("WEBHOOK_MAX_ATTEMPTS", cls.max_attempts),
+            retry_delay=_float("WEBHOOK_RETRY_DELAY", cls.retry_delay),
+            timeout=_float("WEBHOOK_TIMEOUT", cls.timeout),
+            concurrency=_int("WEBHOOK_CONCURRENCY", cls.concurrency),
+            allowed_networks=_networks("WEBHOOK_ALLOWED_NETWORKS"),
+        )
+        for name, value in (
+            ("WEBHOOK_MAX_ATTEMPTS", settings.max_attempts),
+            ("WEBHOOK_RETRY_DELAY", settings.retry_delay),
+            ("WEBHOOK_TIMEOUT", settings.timeout),
+            ("WEBHOOK_CONCURRENCY", settings.concurrency),
+        ):
+            if value <= 0:
+                raise SystemExit(f"{PREFIX}{name} must be above zero, not {value}")
+        return settings
+
+
+def _networks(name: str) -> tuple[IPNetwork, ...]:
+    """A comma-separated list of CIDR networks, such as ``127.0.0.0/8,::1/128``."""
+    networks = []
+    for part in (_env(name, "") or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part.strip()))
+        except ValueError as exc:
+            raise SystemExit(
+                f"{PREFIX}{name}: {part.strip()!r} is not a network"
+            ) from exc
+    return tuple(networks)

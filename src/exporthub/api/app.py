@@ -21,6 +21,7 @@ from exporthub.accounts import get_user_by_uuid
 from exporthub.api.http import HTTPError, JSONResponse, error_response
 from exporthub.api.metrics import make_registry, metrics
 from exporthub.api.routes import routes as user_routes
+from exporthub.api.webhook_routes import routes as webhook_routes
 from exporthub.config import Settings
 from exporthub.exports.constants import JOB_NAMESPACE, Channel, channel_namespace
 from exporthub.exports.downloads import Downloads
@@ -40,6 +41,8 @@ from exporthub.realtime.broker import Broker
 from exporthub.realtime.server_api import ServerAPI
 from exporthub.realtime.session import Session
 from exporthub.store import Database
+from exporthub.web.routes import routes as web_routes
+from exporthub.webhooks import Dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +134,8 @@ def create_app(
         on_connect=on_connect,
     )
     events = JobEvents(node.publish, settings.public_url, db)
+    dispatcher = Dispatcher(db, settings.webhooks, report=events.webhook_attempt)
+    events.sinks.append(dispatcher.sink)
     downloads = Downloads(db, settings, events)
     housekeeper = Housekeeper(
         db,
@@ -154,6 +159,7 @@ def create_app(
         await node.start()
         worker_task = asyncio.ensure_future(worker.run()) if worker else None
         housekeeping = asyncio.ensure_future(housekeeper.run())
+        dispatcher_task = asyncio.ensure_future(dispatcher.run())
         logger.info("exporthub %s serving (data in %s)", __version__, settings.data_dir)
         try:
             yield
@@ -165,6 +171,8 @@ def create_app(
                 worker_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
+            await dispatcher.stop()
+            await dispatcher_task
             await node.shutdown()
             await db.close()
 
@@ -175,10 +183,12 @@ def create_app(
     app = Starlette(
         routes=[
             *user_routes,
+            *webhook_routes,
             *server_api.routes,
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             WebSocketRoute("/connection/websocket", websocket),
+            *web_routes,
         ],
         exception_handlers={
             HTTPError: _http_error,
@@ -197,6 +207,7 @@ def create_app(
     app.state.metrics_registry, app.state.metrics_collector = make_registry(node)
     app.state.events = events
     app.state.worker = worker
+    app.state.dispatcher = dispatcher
     return app
 
 

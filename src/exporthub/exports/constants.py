@@ -35,6 +35,10 @@ class Event(StrEnum):
     BULK_FAILED = "bulk_download.failed"
 
 
+WEBHOOK_ATTEMPTED = "webhook.event.created"
+"""The event on ``webhooks:{uuid}``: one webhook delivery attempt."""
+
+
 class Channel:
     """Channel names. The five personal ones go into every connection token."""
 

@@ -34,6 +34,7 @@ from exporthub.exports.constants import (
     MILESTONES,
     RECENT_ACTIVITY,
     SUBSCRIPTION_UPDATED,
+    WEBHOOK_ATTEMPTED,
     Channel,
     Dashboard,
     Event,
@@ -195,6 +196,31 @@ class JobEvents:
         payload = orjson.dumps(envelope)
         await self._publish(Channel.EXPORTS.format(uuid=user.uuid), payload)
         await self._sink(user, envelope)
+
+    # -- webhooks ----------------------------------------------------------
+
+    async def webhook_attempt(
+        self,
+        *,
+        user_uuid: str,
+        job_guid: str | None,
+        status: str,
+        url: str,
+        details: dict[str, Any],
+    ) -> None:
+        """Report one webhook delivery attempt on ``webhooks:{uuid}``, in the
+        standard envelope: ``status`` is the delivery's, ``url`` the endpoint."""
+        envelope = {
+            "version": ENVELOPE_VERSION,
+            "event": WEBHOOK_ATTEMPTED,
+            "guid": job_guid,
+            "status": status,
+            "url": url,
+            "details": details,
+        }
+        await self._publish(
+            Channel.WEBHOOKS.format(uuid=user_uuid), orjson.dumps(envelope)
+        )
 
     # -- account -----------------------------------------------------------
 

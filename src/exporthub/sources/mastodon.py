@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from exporthub import netguard
 from exporthub.sources.base import (
     Adapter,
     Comment,
@@ -88,6 +89,8 @@ class Mastodon(Adapter):
     ) -> AsyncGenerator[Comment, None]:
         host, root_id = ref.split("|", 1)
         base = self.base_url or f"https://{host}"
+        if not self.base_url:
+            await _check_public(base)
         await self._get(base, f"/api/v1/statuses/{root_id}")
         context = await self._get(base, f"/api/v1/statuses/{root_id}/context")
         statuses: dict[str, Status] = {}
@@ -211,3 +214,20 @@ def _raise(response: httpx.Response) -> None:
         except ValueError:
             wait = None
     raise_for_status(response, Mastodon.name, wait=wait)
+
+
+async def _check_public(base: str) -> None:
+    """Refuse an instance whose name resolves to a private, loopback or
+    metadata address: the host comes from the user's URL, and the request
+    would leave from inside the operator's network.
+
+    Limitation: the name is resolved again when connecting, so a DNS answer
+    that changes in between is not caught; webhooks pin the checked address,
+    adapters do not yet.
+    """
+    try:
+        await netguard.resolve(netguard.parse_endpoint(base))
+    except netguard.AddressRefused as exc:
+        raise PermanentSourceError(f"Mastodon instance refused: {exc}") from exc
+    except netguard.EndpointError as exc:
+        raise PermanentSourceError(f"Mastodon instance unreachable: {exc}") from exc

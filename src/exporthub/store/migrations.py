@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -162,8 +164,93 @@ def _v1(conn: Connection) -> None:
     _v1_tables().create_all(conn, checkfirst=True)
 
 
+WEBHOOK_TABLES = ("webhooks", "webhook_deliveries", "webhook_attempts")
+
+
+def _v2_tables() -> MetaData:
+    """The webhook tables of version 2."""
+    m = MetaData()
+    # Only to resolve the foreign keys; it exists since version 1.
+    Table("users", m, Column("id", _ID, primary_key=True))
+    webhooks = Table(
+        "webhooks",
+        m,
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column(
+            "user_id", _ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ),
+        Column("url", Text, nullable=False),
+        Column("events", JSON, nullable=True),
+        Column("secret", String(64), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    deliveries = Table(
+        "webhook_deliveries",
+        m,
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column("guid", String(36), nullable=False, unique=True),
+        Column(
+            "webhook_id",
+            _ID,
+            ForeignKey("webhooks.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        Column("job_guid", String(36), nullable=False),
+        Column("event", String(64), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+        Column("locked_by", String(64), nullable=True),
+        Column("lease_until", DateTime(timezone=True), nullable=True),
+        Column("redelivery_of", String(36), nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Column("finished_at", DateTime(timezone=True), nullable=True),
+    )
+    attempts = Table(
+        "webhook_attempts",
+        m,
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column(
+            "delivery_id",
+            _ID,
+            ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        Column("attempt", Integer, nullable=False),
+        Column("status_code", Integer, nullable=True),
+        Column("error", Text, nullable=True),
+        Column("duration_ms", Float, nullable=True),
+        Column("success", Boolean, nullable=False),
+        Column("retry_in", Float, nullable=True),
+        Column("response", Text, nullable=True),
+        Column("attempted_at", DateTime(timezone=True), nullable=False),
+    )
+    Index("ix_webhooks_user", webhooks.c.user_id)
+    Index(
+        "ix_webhook_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at
+    )
+    Index(
+        "ix_webhook_deliveries_order",
+        deliveries.c.webhook_id,
+        deliveries.c.job_guid,
+        deliveries.c.status,
+        deliveries.c.id,
+    )
+    Index("ix_webhook_attempts_delivery", attempts.c.delivery_id)
+    return m
+
+
+def _v2(conn: Connection) -> None:
+    m = _v2_tables()
+    tables = [m.tables[name] for name in WEBHOOK_TABLES]
+    m.create_all(conn, tables=tables, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the tables of the first release", _v1),
+    Migration(2, "webhook endpoints, deliveries and attempts", _v2),
 )
 LATEST = MIGRATIONS[-1].version
 
