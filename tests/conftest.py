@@ -31,3 +31,23 @@ def postgres_url():
         yield url
     finally:
         backends.drop_database(url)
+
+
+def _release_server_backends() -> None:
+    servers = sys.modules.get("servers")
+    if servers is not None:
+        servers.release_backends()
+
+
+@pytest.fixture(autouse=True)
+def _release_after_each_test():
+    """Drop what servers.py made for servers that ended with the test."""
+    yield
+    _release_server_backends()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _release_after_the_session():
+    """Drop what servers.py made for servers shared by a module."""
+    yield
+    _release_server_backends()

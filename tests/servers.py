@@ -139,9 +139,11 @@ def run_server(
 ) -> Iterator[RunningServer]:
     """Start ``exporthub serve ARGS`` on ``port`` (a free one by default),
     on the test run's backends; always stopped afterwards."""
-    with own_backends(overrides):
-        with start_server(data_dir, *args, port=port, **overrides) as server:
-            yield server
+    with (
+        own_backends(data_dir, overrides),
+        start_server(data_dir, *args, port=port, **overrides) as server,
+    ):
+        yield server
 
 
 @contextmanager
@@ -203,30 +205,55 @@ def run_worker(data_dir: Path, **overrides: str) -> Iterator[subprocess.Popen[by
         stop(process)
 
 
+@dataclass
+class _Backends:
+    """The database and key prefix made for one data directory."""
+
+    settings: dict[str, str]
+    running: int = 0
+
+
+_OWN_BACKENDS: dict[Path, _Backends] = {}
+
+
 @contextmanager
-def own_backends(overrides: dict[str, str]) -> Iterator[None]:
-    """Add a fresh PostgreSQL database and Redis prefix to ``overrides``
-    when the test run asks for them; removed afterwards."""
-    database = prefix = None
+def own_backends(data_dir: Path, overrides: dict[str, str]) -> Iterator[None]:
+    """Add the data directory's own PostgreSQL database and Redis prefix to
+    ``overrides`` when the test run asks for them, for as long as a server
+    runs. They are made on first use, so a server started again on the same
+    data directory finds its data, and removed by :func:`release_backends`
+    once no server uses them."""
+    own = _OWN_BACKENDS.setdefault(data_dir.resolve(), _Backends({}))
+    if (
+        os.environ.get(TEST_DATABASE) == "postgres"
+        and "EXPORTHUB_DATABASE_URL" not in overrides
+    ):
+        if "EXPORTHUB_DATABASE_URL" not in own.settings:
+            own.settings["EXPORTHUB_DATABASE_URL"] = backends.create_database()
+        overrides["EXPORTHUB_DATABASE_URL"] = own.settings["EXPORTHUB_DATABASE_URL"]
+    if os.environ.get(TEST_BROKER) == "redis" and "EXPORTHUB_BROKER" not in overrides:
+        if "EXPORTHUB_BROKER_PREFIX" not in own.settings:
+            own.settings["EXPORTHUB_BROKER_PREFIX"] = backends.key_prefix()
+        overrides["EXPORTHUB_BROKER"] = backends.REDIS_URL
+        overrides["EXPORTHUB_BROKER_PREFIX"] = own.settings["EXPORTHUB_BROKER_PREFIX"]
+    own.running += 1
     try:
-        if (
-            os.environ.get(TEST_DATABASE) == "postgres"
-            and "EXPORTHUB_DATABASE_URL" not in overrides
-        ):
-            database = overrides["EXPORTHUB_DATABASE_URL"] = backends.create_database()
-        if (
-            os.environ.get(TEST_BROKER) == "redis"
-            and "EXPORTHUB_BROKER" not in overrides
-        ):
-            prefix = backends.key_prefix()
-            overrides["EXPORTHUB_BROKER"] = backends.REDIS_URL
-            overrides["EXPORTHUB_BROKER_PREFIX"] = prefix
         yield
     finally:
-        if database is not None:
-            backends.drop_database(database)
-        if prefix is not None:
-            backends.clear_keys(prefix)
+        own.running -= 1
+
+
+def release_backends() -> None:
+    """Drop the databases and delete the keys that :func:`own_backends`
+    made and no running server uses any more."""
+    for data_dir, own in list(_OWN_BACKENDS.items()):
+        if own.running:
+            continue
+        del _OWN_BACKENDS[data_dir]
+        if "EXPORTHUB_DATABASE_URL" in own.settings:
+            backends.drop_database(own.settings["EXPORTHUB_DATABASE_URL"])
+        if "EXPORTHUB_BROKER_PREFIX" in own.settings:
+            backends.clear_keys(own.settings["EXPORTHUB_BROKER_PREFIX"])
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
