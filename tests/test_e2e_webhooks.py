@@ -129,8 +129,10 @@ async def test_failed_attempts_are_retried_with_growing_delays_until_the_limit(
             webhook = await api.register(receiver.url, ["job.created"])
             await api.job()
             [delivery] = await api.ended_deliveries(webhook["id"], 1)
+            metrics = (await http.get("/metrics")).text.splitlines()
     attempts = delivery["attempts"]
     delays = [a["retry_in"] for a in attempts]
+    assert 'exporthub_webhook_attempts_total{outcome="http_error"} 4.0' in metrics
     assert delivery["status"] == "failed"
     assert [a["attempt"] for a in attempts] == [1, 2, 3, 4]
     assert [(a["status_code"], a["error"], a["success"]) for a in attempts] == [

@@ -204,7 +204,9 @@ def create_app(
     app.state.websocket = websocket
     app.state.service = service
     app.state.downloads = downloads
-    app.state.metrics_registry, app.state.metrics_collector = make_registry(node)
+    app.state.metrics_registry, app.state.metrics_collector = make_registry(
+        node, dispatcher.attempts
+    )
     app.state.events = events
     app.state.worker = worker
     app.state.dispatcher = dispatcher

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -29,11 +28,10 @@ PREFIX = "exporthub"
 class NodeCollector(Collector):
     """Reads the channel server's counters and the latest job figures."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, webhook_attempts: dict[str, int]) -> None:
         self.node = node
+        self.webhook_attempts = webhook_attempts
         self.jobs_by_status: dict[str, int] = {}
-        self.extra: list[Any] = []
-        """Objects with a ``collect()`` of their own (webhook attempts...)."""
 
     def collect(self) -> Iterator[Metric]:
         node, stats = self.node, self.node.stats
@@ -88,8 +86,12 @@ class NodeCollector(Collector):
             "Jobs waiting for a worker.",
             self.jobs_by_status.get(Status.QUEUEING, 0),
         )
-        for source in self.extra:
-            yield from source.collect()
+        yield _counter(
+            "webhook_attempts",
+            "Webhook delivery attempts by this process, by outcome.",
+            "outcome",
+            self.webhook_attempts,
+        )
 
 
 def _counter(name: str, help_text: str, label: str, values: dict[str, int]) -> Metric:
@@ -107,9 +109,11 @@ async def count_jobs(db: Database) -> dict[str, int]:
         return {status: count for status, count in rows}
 
 
-def make_registry(node: Node) -> tuple[CollectorRegistry, NodeCollector]:
+def make_registry(
+    node: Node, webhook_attempts: dict[str, int]
+) -> tuple[CollectorRegistry, NodeCollector]:
     registry = CollectorRegistry(auto_describe=False)
-    collector = NodeCollector(node)
+    collector = NodeCollector(node, webhook_attempts)
     registry.register(collector)
     return registry, collector
 

@@ -82,6 +82,8 @@ class Dispatcher:
         self._stopping = False
         self._tasks: dict[asyncio.Task[None], int] = {}
         self._busy: Counter[int] = Counter()
+        self.attempts: Counter[str] = Counter()
+        """Attempts made by this process, by outcome, for metrics."""
         self._client: httpx.AsyncClient | None = None
         self._last_prune = 0.0
 
@@ -219,6 +221,7 @@ class Dispatcher:
             outcome = await sender.attempt(self._client, message, self.settings)
         except asyncio.CancelledError:
             outcome = sender.Outcome(None, INTERRUPTED, None)
+        self.attempts[_outcome_name(outcome)] += 1
         retry_in = None
         if not outcome.success and delivery.attempts < self.settings.max_attempts:
             retry_in = retry_delay(delivery.attempts, self.settings.retry_delay)
@@ -300,3 +303,15 @@ class Dispatcher:
         )
         if removed:
             logger.info("removed %d webhook deliveries past retention", removed)
+
+
+def _outcome_name(outcome: sender.Outcome) -> str:
+    """``success``, ``http_error`` (a non-2xx answer), ``interrupted`` or
+    ``error`` (no answer: refused, timed out, unreachable)."""
+    if outcome.success:
+        return "success"
+    if outcome.error == INTERRUPTED:
+        return "interrupted"
+    if outcome.status_code is not None:
+        return "http_error"
+    return "error"
