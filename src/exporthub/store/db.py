@@ -51,7 +51,7 @@ class Database:
             self.engine: AsyncEngine = create_async_engine(
                 self.url, connect_args={"timeout": 30}
             )
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
         else:
             self.engine = create_async_engine(
                 self.url, pool_size=10, pool_pre_ping=True
@@ -72,11 +72,13 @@ class Database:
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+def sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    """Set up a new SQLite connection (a ``connect`` event listener)."""
     # WAL lets the API read while a worker writes; a busy timeout instead of
-    # immediate "database is locked" errors when two writers meet.
+    # immediate "database is locked" errors when two writers meet. The
+    # timeout comes first: switching to WAL waits for other processes too.
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -44,7 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from exporthub.store.db import utcnow
+from exporthub.store.db import sqlite_pragmas, utcnow
 
 if TYPE_CHECKING:
     from exporthub.store.db import Database
@@ -319,7 +319,10 @@ def _current(conn: Connection) -> int:
     return conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
 
 
-def _manual_transactions(dbapi_connection: Any, _record: object) -> None:
+def _manual_transactions(dbapi_connection: Any, record: object) -> None:
+    # The first process to open a new database switches it to WAL here,
+    # before any other connection of its own holds a lock.
+    sqlite_pragmas(dbapi_connection, record)
     dbapi_connection.isolation_level = None
 
 
