@@ -77,13 +77,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from exporthub.api.app import create_app
+    from exporthub.api.app import create_server_app
     from exporthub.api.serving import serve
 
     if not os.environ.get("EXPORTHUB_PUBLIC_URL"):
         os.environ["EXPORTHUB_PUBLIC_URL"] = f"http://{args.host}:{args.port}"
     settings = Settings.from_env()
-    app = create_app(settings, run_worker=not args.no_worker)
+    app = create_server_app(settings, run_worker=not args.no_worker)
     serve(app, args.host, args.port, settings)
     return EXIT_OK
 

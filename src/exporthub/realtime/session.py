@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+FIRST_PING_SPREAD = 0.5
+"""Share of the ping interval over which first pings are spread."""
 MAX_CLOSE_REASON = 123
 """RFC 6455 leaves 123 bytes for a close frame's reason."""
 
@@ -541,7 +544,11 @@ class Session:
         interval = self.node.config.ping_interval
         if interval > 0 and self.state is State.CONNECTED:
             loop = asyncio.get_running_loop()
-            self._ping_timer = loop.call_later(interval, self._send_ping)
+            # The first ping comes somewhere in the second half of the
+            # interval, so clients that connected together (after a restart)
+            # are not all pinged in the same instant ever after.
+            first = interval * (1 - random.random() * FIRST_PING_SPREAD)
+            self._ping_timer = loop.call_later(first, self._send_ping)
 
     def _send_ping(self) -> None:
         if self.state is not State.CONNECTED:
@@ -638,6 +645,9 @@ class Session:
         for timer in (self._ping_timer, self._expiry_timer):
             if timer is not None:
                 timer.cancel()
+        # Cancelled handles still hold this session; let it go without
+        # waiting for the cyclic collector.
+        self._ping_timer = self._expiry_timer = None
         self.node.unregister(self)
 
 

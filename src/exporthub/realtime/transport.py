@@ -24,15 +24,20 @@ Send = Any
 
 
 class _Outbox:
-    """The transport given to a session: a write queue and a close request."""
+    """The transport given to a session: a write queue and a close request.
 
-    __slots__ = ("_close", "_limit", "_messages", "_queued", "_wake", "session")
+    The writer parks on a future only when it has nothing to send, so a
+    burst of publications to a busy connection allocates nothing per
+    message, and waking an idle writer costs one ``set_result``.
+    """
+
+    __slots__ = ("_close", "_limit", "_messages", "_queued", "_waiter", "session")
 
     def __init__(self, limit: int) -> None:
         self._messages: list[bytes] = []
         self._queued = 0
         self._limit = limit
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._close: tuple[int, str] | None = None
         self.session: Session | None = None
 
@@ -44,18 +49,28 @@ class _Outbox:
         if self._queued > self._limit and self.session is not None:
             self._messages.clear()
             self.session.disconnect(Disconnect.SLOW)
-        self._wake.set()
+        self._wake()
 
     def close(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)
-            self._wake.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def run(self, send: Send) -> None:
         """Send queued messages until the session closes."""
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            if not self._messages and self._close is None:
+                self._waiter = loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
             if self._messages:
                 batch, self._messages = self._messages, []
                 self._queued = 0
@@ -109,24 +124,24 @@ class WebSocketEndpoint:
         outbox.session = session
         self._open[session] = None
         self._all_closed.clear()
+        # One task writes; this one reads until the peer or the server
+        # ends the connection (uvicorn reports both as a disconnect).
         writer = asyncio.ensure_future(outbox.run(send))
-        reader = asyncio.ensure_future(self._read(session, receive))
         try:
-            await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+            await self._read(session, receive)
         finally:
             self._forget(session)
             session.closed()
-            for task in (reader, writer):
-                task.cancel()
-            for task in (reader, writer):
-                try:
-                    await task
-                except (asyncio.CancelledError, OSError):
-                    pass
-                except Exception:
-                    # A send on a socket the peer already closed.
-                    if logger.isEnabledFor(logging.DEBUG):
-                        logger.debug("transport task ended", exc_info=True)
+            outbox.session = None  # No cycle left for the collector.
+            writer.cancel()
+            try:
+                await writer
+            except (asyncio.CancelledError, OSError):
+                pass
+            except Exception:
+                # A send on a socket the peer already closed.
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("transport task ended", exc_info=True)
 
     def _forget(self, session: Session) -> None:
         self._open.pop(session, None)
