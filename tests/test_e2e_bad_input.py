@@ -161,7 +161,21 @@ async def test_a_malformed_page_number_is_400(server, alice) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
         response = await http.get("/api/v3/jobs?page=-1", headers=auth(alice))
     assert response.status_code == 400
-    assert response.json()["error"] == "page must be a positive integer"
+    assert response.json()["error"] == "page must be an integer from 1 to 1000000000"
+
+
+async def test_a_page_number_no_database_holds_is_400_not_a_crash(
+    server, alice
+) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        jobs = await http.get(
+            "/api/v3/jobs?page=99999999999999999999", headers=auth(alice)
+        )
+        webhook = await http.delete(
+            "/api/v3/webhooks/99999999999999999999999", headers=auth(alice)
+        )
+    assert (jobs.status_code, jobs.json()["error_code"]) == (400, "invalid_request")
+    assert (webhook.status_code, webhook.json()["error_code"]) == (404, "not_found")
 
 
 # -- the WebSocket -----------------------------------------------------------

@@ -473,3 +473,15 @@ async def test_usage_warns_once_at_ninety_percent_and_refuses_past_the_allowance
     assert warnings[0]["payload"]["exports"] == 9
     assert warnings[0]["payload"]["percent"] == 90.0
     assert warnings[0]["payload"]["level"] == "warning"
+
+
+async def test_parallel_requests_cannot_exceed_the_allowance(alice) -> None:
+    url = "https://news.ycombinator.com/item?id=404"
+    for _ in range(8):
+        await alice.create_job(url)
+    answers = await asyncio.gather(
+        *(alice.http.post("/api/v3/job", json={"url": url}) for _ in range(6))
+    )
+    assert sorted(a.status_code for a in answers) == [201, 201, 402, 402, 402, 402]
+    listed = (await alice.http.get("/api/v3/jobs")).json()
+    assert listed["meta"]["total"] == 10

@@ -25,13 +25,14 @@ async def setting(tmp_path: Path):
 
     events = JobEvents(publish, "http://127.0.0.1:8000", db)
     user, _ = await create_user(db, "alice@example.com")
-    job = await jobs.insert(
-        db,
-        user_id=user.id,
-        url="https://news.ycombinator.com/item?id=1",
-        platform="hackernews",
-        options={},
-    )
+    async with db.engine.begin() as conn:
+        job = await jobs.insert(
+            conn,
+            user_id=user.id,
+            url="https://news.ycombinator.com/item?id=1",
+            platform="hackernews",
+            options={},
+        )
     yield db, events, user, job, published
     await db.close()
 

@@ -193,9 +193,10 @@ async def test_a_job_change_committed_before_a_crash_still_reaches_webhooks(
     db, endpoint
 ) -> None:
     user, webhook = endpoint
-    job = await jobs.insert(
-        db, user_id=user.id, url=STORY_URL, platform="hackernews", options={}
-    )
+    async with db.engine.begin() as conn:
+        job = await jobs.insert(
+            conn, user_id=user.id, url=STORY_URL, platform="hackernews", options={}
+        )
     await jobs.claim(db, "worker", LEASE)
     await jobs.finish(db, job.guid, "worker", exported=0, total=0, columns=[])
     # The process dies here, before the job events reach the sinks.

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporthub.accounts.users import User, get_user_by_email, get_user_by_id
 from exporthub.store import Database, jobs, usage_warnings, users, utcnow
@@ -111,18 +112,30 @@ class Usage:
 
 async def usage(db: Database, user: User, now: datetime | None = None) -> Usage:
     """Exports created and comments exported by ``user`` this period."""
-    now = now or utcnow()
-    start = period_start(now)
     async with db.engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(
-                    func.count(jobs.c.id),
-                    func.coalesce(func.sum(jobs.c.total_exported), 0),
-                ).where(jobs.c.user_id == user.id, jobs.c.created_at >= start)
-            )
-        ).one()
+        return await usage_in(conn, user, now)
+
+
+async def usage_in(
+    conn: AsyncConnection, user: User, now: datetime | None = None
+) -> Usage:
+    """:func:`usage`, inside the caller's transaction."""
+    now = now or utcnow()
+    row = (
+        await conn.execute(
+            select(
+                func.count(jobs.c.id),
+                func.coalesce(func.sum(jobs.c.total_exported), 0),
+            ).where(jobs.c.user_id == user.id, jobs.c.created_at >= period_start(now))
+        )
+    ).one()
     return Usage(period_of(now), int(row[0]), int(row[1]), active_plan(user, now))
+
+
+async def lock_user(conn: AsyncConnection, user: User) -> None:
+    """Hold the user's row until the transaction ends, so that checks of
+    the allowance and the inserts they allow happen one request at a time."""
+    await conn.execute(update(users).where(users.c.id == user.id).values(id=users.c.id))
 
 
 async def claim_usage_warning(db: Database, user: User, period: str) -> bool:

@@ -23,6 +23,7 @@ MEDIA_TYPES = {
 }
 ZIP_MEDIA_TYPE = "application/zip"
 DEFAULT_PER_PAGE = 20
+MAX_QUERY_INTEGER = 1_000_000_000
 MAX_PER_PAGE = 100
 MAX_TOKEN_JOBS = 100
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -158,13 +159,27 @@ def _guid(request: Request) -> str:
 
 
 def _positive(request: Request, name: str, default: int, maximum: int | None) -> int:
+    """A positive integer query parameter; ``maximum`` caps it (a page size),
+    and any value is refused beyond what a database integer holds."""
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise HTTPError(400, "invalid_request", f"{name} must be a positive integer")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_QUERY_INTEGER:
+        raise HTTPError(
+            400,
+            "invalid_request",
+            f"{name} must be an integer from 1 to {MAX_QUERY_INTEGER}",
+        )
     value = int(raw)
     return min(value, maximum) if maximum else value
+
+
+def path_id(request: Request, name: str = "id") -> int:
+    """An integer id from the path; one no database could hold is not found."""
+    value = int(request.path_params[name])
+    if value > MAX_QUERY_INTEGER:
+        raise HTTPError(404, "not_found", f"no such {name}")
+    return value
 
 
 routes = [

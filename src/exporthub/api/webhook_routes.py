@@ -12,7 +12,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from exporthub.api.http import HTTPError, JSONResponse, current_user, read_object
-from exporthub.api.routes import _GUID, DEFAULT_PER_PAGE, MAX_PER_PAGE, _positive
+from exporthub.api.routes import (
+    _GUID,
+    DEFAULT_PER_PAGE,
+    MAX_PER_PAGE,
+    _positive,
+    path_id,
+)
 from exporthub.exports.constants import Event
 from exporthub.exports.views import iso
 from exporthub.netguard import AddressRefused, EndpointError, parse_endpoint
@@ -57,7 +63,7 @@ async def list_webhooks(request: Request) -> Response:
 
 async def delete_webhook(request: Request) -> Response:
     user = await current_user(request)
-    webhook_id = request.path_params["id"]
+    webhook_id = path_id(request)
     if not await store.delete_webhook(request.app.state.db, user.id, webhook_id):
         raise _not_found(webhook_id)
     return Response(status_code=204)
@@ -105,7 +111,7 @@ async def redeliver(request: Request) -> Response:
 
 async def _own_webhook(request: Request) -> store.Webhook:
     user = await current_user(request)
-    webhook_id = request.path_params["id"]
+    webhook_id = path_id(request)
     webhook = await store.get_webhook(request.app.state.db, user.id, webhook_id)
     if webhook is None:
         raise _not_found(webhook_id)

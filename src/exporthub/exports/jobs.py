@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporthub.exports.constants import ACTIVE, Status
 from exporthub.store import Database, jobs, users, utcnow
@@ -76,8 +77,14 @@ def _job(row: Row[Any]) -> Job:
 
 
 async def insert(
-    db: Database, *, user_id: int, url: str, platform: str, options: dict[str, Any]
+    conn: AsyncConnection,
+    *,
+    user_id: int,
+    url: str,
+    platform: str,
+    options: dict[str, Any],
 ) -> Job:
+    """Queue a new job inside the caller's transaction."""
     now = utcnow()
     values = {
         "guid": str(uuid.uuid4()),
@@ -92,8 +99,7 @@ async def insert(
         "created_at": now,
         "updated_at": now,
     }
-    async with db.engine.begin() as conn:
-        row = (await conn.execute(jobs.insert().values(**values).returning(jobs))).one()
+    row = (await conn.execute(jobs.insert().values(**values).returning(jobs))).one()
     return _job(row)
 
 
@@ -303,6 +309,7 @@ async def requeue(
     run_after: datetime | None,
     error: str | None,
     reset_attempts: bool = False,
+    release_attempt: bool = False,
     worker_id: str | None = None,
     lease_expired: bool = False,
 ) -> Job | None:
@@ -311,6 +318,8 @@ async def requeue(
     With ``worker_id``, only while that worker still runs it; with
     ``lease_expired``, only while its lease is still expired, so a worker
     that renewed it after being taken for lost keeps its job.
+    ``release_attempt`` gives back the attempt that was interrupted (a
+    shutdown is not the job's fault).
     """
     values: dict[str, Any] = {
         "status": Status.QUEUEING.value,
@@ -327,6 +336,8 @@ async def requeue(
         # again. Requeues after failures resume the same run.
         values["attempts"] = 0
         values["run"] = jobs.c.run + 1
+    elif release_attempt:
+        values["attempts"] = jobs.c.attempts - 1
     if worker_id is not None:
         return await _owned(db, guid, worker_id, **values)
     if not lease_expired:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exporthub.accounts import User
-from exporthub.accounts.plans import usage
+from exporthub.accounts.plans import lock_user, usage_in
 from exporthub.config import Settings
 from exporthub.exports import jobs
 from exporthub.exports.constants import Status, job_guid_of
@@ -99,18 +99,20 @@ class ExportService:
                 f"{adapter.name} exports need an API key: the operator must set "
                 f"{adapter.secret_setting}"
             )
-        used = await usage(self.db, user)
-        if used.exhausted is not None:
-            allowance = used.plan.limits()[used.exhausted]
-            what = "exports" if used.exhausted == "exports" else "exported comments"
-            raise UsageLimitReached(
-                f"the {used.plan.name} plan allows {allowance} {what} a month and "
-                f"this month's are used up; nothing was queued. Upgrade the plan "
-                "or wait for the next month"
+        async with self.db.engine.begin() as conn:
+            await lock_user(conn, user)
+            used = await usage_in(conn, user)
+            if used.exhausted is not None:
+                allowance = used.plan.limits()[used.exhausted]
+                what = "exports" if used.exhausted == "exports" else "exported comments"
+                raise UsageLimitReached(
+                    f"the {used.plan.name} plan allows {allowance} {what} a month "
+                    "and this month's are used up; nothing was queued. Upgrade "
+                    "the plan or wait for the next month"
+                )
+            job = await jobs.insert(
+                conn, user_id=user.id, url=url, platform=adapter.key, options=options
             )
-        job = await jobs.insert(
-            self.db, user_id=user.id, url=url, platform=adapter.key, options=options
-        )
         logger.info("job %s queued for %s (%s)", job.guid, user.uuid, adapter.key)
         await self.events.created(job, user)
         self.wake()

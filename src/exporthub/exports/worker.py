@@ -92,6 +92,7 @@ class Worker:
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._stopping = False
         self._http: httpx.AsyncClient | None = None
+        self._beating: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -118,42 +119,35 @@ class Worker:
             headers={"User-Agent": USER_AGENT},
             limits=httpx.Limits(max_connections=32),
         )
-        heartbeat = asyncio.ensure_future(self._heartbeat())
+        self._beating = asyncio.ensure_future(self._heartbeat())
         logger.info("worker %s started", self.worker_id)
-        try:
-            while not self._stopping:
-                await self._slots.acquire()
-                if self._stopping:  # Stopped while every slot was busy.
-                    self._slots.release()
-                    break
-                job = None
-                try:
-                    job = await jobs.claim(
-                        self.db, self.worker_id, self.settings.job_lease
-                    )
-                finally:
-                    if job is None:
-                        self._slots.release()
+        while not self._stopping:
+            await self._slots.acquire()
+            if self._stopping:  # Stopped while every slot was busy.
+                self._slots.release()
+                break
+            job = None
+            try:
+                job = await jobs.claim(self.db, self.worker_id, self.settings.job_lease)
+            finally:
                 if job is None:
-                    await self._idle()
-                    continue
-                user = await get_user_by_id(self.db, job.user_id)
-                if user is None:  # Deleted meanwhile: nobody to export for.
                     self._slots.release()
-                    continue
-                self._start(job, user)
-            # Jobs still running get their grace from stop(); until they end
-            # they need the HTTP client, and their leases the heartbeat.
-            running = [r.task for r in self._runs.values() if r.task is not None]
-            if running:
-                await asyncio.wait(running)
-        finally:
-            heartbeat.cancel()
-            await self._http.aclose()
+            if job is None:
+                await self._idle()
+                continue
+            user = await get_user_by_id(self.db, job.user_id)
+            if user is None:  # Deleted meanwhile: nobody to export for.
+                self._slots.release()
+                continue
+            self._start(job, user)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming; give running jobs ``grace`` seconds, then requeue
-        what is left so another worker finishes it."""
+        what is left so another worker finishes it.
+
+        The HTTP client and the heartbeat stay up until then: running jobs
+        keep fetching and keep their leases while they finish.
+        """
         self._stopping = True
         self._wake.set()
         running = [r.task for r in self._runs.values() if r.task is not None]
@@ -161,19 +155,30 @@ class Worker:
             _, pending = await asyncio.wait(running, timeout=grace)
             for run in list(self._runs.values()):
                 if run.task in pending:
-                    run.task.cancel()
-                    requeued = await jobs.requeue(
-                        self.db,
-                        run.job.guid,
-                        allowed={Status.PROGRESS},
-                        run_after=None,
-                        error=None,
-                        worker_id=self.worker_id,
-                    )
-                    if requeued is not None:
-                        await self.events.requeued(
-                            requeued, run.user, "worker shutting down"
-                        )
+                    await self._hand_back(run)
+        if self._beating is not None:
+            self._beating.cancel()
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def _hand_back(self, run: _Run) -> None:
+        """Requeue a job this worker will not finish. The interrupted
+        attempt is not counted against the job's attempts."""
+        run.stopped = True
+        if run.task is not None:
+            run.task.cancel()
+        requeued = await jobs.requeue(
+            self.db,
+            run.job.guid,
+            allowed={Status.PROGRESS},
+            run_after=None,
+            error=None,
+            worker_id=self.worker_id,
+            release_attempt=True,
+        )
+        if requeued is not None:
+            logger.info("job %s requeued: worker shutting down", run.job.guid)
+            await self.events.requeued(requeued, run.user, "worker shutting down")
 
     async def _idle(self) -> None:
         timeout = IDLE_POLL
@@ -219,7 +224,7 @@ class Worker:
             _discard(directory, run)
             if not run.stopped:
                 raise
-            logger.info("job %s abandoned: stopped by its user", job.guid)
+            logger.info("job %s abandoned: stopped, or handed back", job.guid)
             return
         except TransientSourceError as exc:
             _discard(directory, run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,34 +67,47 @@ class HackerNews(Adapter):
             # A comment as the root has no descendants count; its direct
             # replies are the best lower bound known before the walk.
             self.total = len(kids)
-        async for comment in self._walk(kids, str(root["id"]), 0, options):
+        async for comment in self._walk(root["id"], kids, options):
             yield comment
 
     async def _walk(
-        self,
-        ids: list[int],
-        parent: str,
-        depth: int,
-        options: ExportOptions,
+        self, root: int, kids: list[int], options: ExportOptions
     ) -> AsyncIterator[Comment]:
-        fetches = [asyncio.ensure_future(self._item(str(i))) for i in ids]
+        """Depth first, with an explicit stack: threads thousands of replies
+        deep must not exhaust Python's recursion limit, and an id seen twice
+        (a reply listed under two parents, a cycle) is exported once."""
+        seen = {root}
+        stack = [_Level(self._fetch(kids, seen), str(root), 0)]
         try:
-            for fetch in fetches:
-                item = await fetch
+            while stack:
+                level = stack[-1]
+                if level.next == len(level.fetches):
+                    stack.pop()
+                    continue
+                item = await level.fetches[level.next]
+                level.next += 1
                 if item is None:
                     continue
-                kids = item.get("kids") or []
                 if not (item.get("deleted") or item.get("dead")):
-                    yield _comment(item, parent, depth)
+                    yield _comment(item, level.parent, level.depth)
                 # Replies to a deleted comment are still live on the site.
-                if kids and options.replies:
-                    async for reply in self._walk(
-                        kids, str(item["id"]), depth + 1, options
-                    ):
-                        yield reply
+                replies = item.get("kids") or []
+                if replies and options.replies:
+                    fetches = self._fetch(replies, seen)
+                    stack.append(_Level(fetches, str(item["id"]), level.depth + 1))
         finally:
-            for fetch in fetches:
-                fetch.cancel()
+            for level in stack:
+                for fetch in level.fetches[level.next :]:
+                    fetch.cancel()
+
+    def _fetch(self, ids: list[int], seen: set[int]) -> list[asyncio.Future[Any]]:
+        """Start fetching the items not seen yet, in order, concurrently."""
+        fresh: list[asyncio.Future[Any]] = []
+        for item_id in ids:
+            if isinstance(item_id, int) and item_id not in seen:
+                seen.add(item_id)
+                fresh.append(asyncio.ensure_future(self._item(str(item_id))))
+        return fresh
 
     async def _item(self, item_id: str) -> dict[str, Any] | None:
         async with self._gate:
@@ -103,14 +117,33 @@ class HackerNews(Adapter):
         return body if isinstance(body, dict) else None
 
 
+@dataclass(slots=True)
+class _Level:
+    """One level of the walk: the siblings being fetched and where it is."""
+
+    fetches: list[asyncio.Future[Any]]
+    parent: str
+    depth: int
+    next: int = 0
+
+
 def _comment(item: dict[str, Any], parent: str, depth: int) -> Comment:
     return Comment(
         id=str(item["id"]),
         parent_id=parent,
         depth=depth,
         author=item.get("by"),
-        published_at=datetime.fromtimestamp(int(item.get("time", 0)), UTC),
+        published_at=datetime.fromtimestamp(_seconds(item.get("time")), UTC),
         text=plain_text(item.get("text")),
         permalink=PERMALINK.format(item["id"]),
         replies=len(item.get("kids") or []),
     )
+
+
+def _seconds(value: Any) -> int:
+    """The item's Unix time; 0 (1970) when the API gives none or nonsense,
+    rather than failing the whole export for one comment."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
