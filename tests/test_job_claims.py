@@ -47,12 +47,13 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 async def queue(db: Database, count: int) -> list[str]:
     user, _ = await create_user(db, "alice@example.com")
-    queued = [
-        await jobs.insert(
-            db, user_id=user.id, url=STORY, platform="hackernews", options={}
-        )
-        for _ in range(count)
-    ]
+    async with db.engine.begin() as conn:
+        queued = [
+            await jobs.insert(
+                conn, user_id=user.id, url=STORY, platform="hackernews", options={}
+            )
+            for _ in range(count)
+        ]
     return [job.guid for job in queued]
 
 
