@@ -129,6 +129,18 @@ async def test_a_bad_option_is_422(server, alice) -> None:
     }
 
 
+async def test_an_unknown_option_is_422_and_nothing_is_stored(server, alice) -> None:
+    response = await post_job(
+        server, auth(alice), json={"url": STORY_URL, "options": {"foo": "x" * 1000}}
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "unknown option 'foo' for Hacker News; it takes limit, "
+        "maxTimestamp, minTimestamp, replies (see GET /api/v3/platforms)",
+        "error_code": "invalid_option",
+    }
+
+
 async def test_a_missing_api_key_is_401(server) -> None:
     response = await post_job(server, {}, json={"url": STORY_URL})
     assert response.status_code == 401

@@ -438,6 +438,11 @@ async def test_unknown_plans_and_users_are_refused_by_the_command_line(server) -
     server.create_user("carol@example.com")
     unknown = server.cli("user", "plan", "carol@example.com", "gold")
     missing = server.cli("user", "plan", "nobody@example.com", "free")
+    forever = server.cli(
+        "user", "plan", "carol@example.com", "business", "--days", "99999999"
+    )
+    assert forever.returncode == 2
+    assert forever.stderr.strip() == "exporthub: --days must be from 1 to 36500"
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == (
         "exporthub: unknown plan 'gold'; choose one of free, premium, business, none"

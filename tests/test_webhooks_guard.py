@@ -130,3 +130,8 @@ async def test_a_refused_literal_address_names_the_address_and_its_kind() -> Non
 async def test_an_allowed_literal_address_resolves_to_itself() -> None:
     endpoint = parse_endpoint("http://127.0.0.1:9/hook")
     assert await resolve(endpoint, LOOPBACK_ONLY) == [ipaddress.ip_address("127.0.0.1")]
+
+
+def test_a_port_beyond_65535_is_refused() -> None:
+    with pytest.raises(EndpointError, match="port 99999 is not a TCP port"):
+        parse_endpoint("http://127.0.0.1:99999/hook")

@@ -16,6 +16,8 @@ from exporthub.client_cli import add_client_commands
 from exporthub.config import Settings
 from exporthub.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
+MAX_PLAN_DAYS = 36_500
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -167,8 +169,8 @@ def _user_plan(args: argparse.Namespace) -> int:
     from exporthub.store import Database
 
     settings = Settings.from_env()
-    if args.days < 1:
-        print("exporthub: --days must be at least 1", file=sys.stderr)
+    if not 1 <= args.days <= MAX_PLAN_DAYS:
+        print(f"exporthub: --days must be from 1 to {MAX_PLAN_DAYS}", file=sys.stderr)
         return EXIT_USAGE
 
     async def run() -> int:

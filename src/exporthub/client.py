@@ -248,7 +248,7 @@ def _hint_for(code: str) -> str:
         "unsupported_url": "pass the address of a post or video on one of those",
         "invalid_option": "fix the option and run the command again",
         "platform_not_configured": "ask the server's operator to set that key",
-        "usage_limit_reached": "upgrade the plan or wait for next month",
+        "usage_limit_reached": "ask the operator for a larger plan",
         "not_found": "list your jobs with: exporthub jobs",
     }
     return hints.get(code, "check the command and run it again")

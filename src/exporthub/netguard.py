@@ -29,6 +29,7 @@ from exporthub.config import IPNetwork
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_LENGTH = 2048
+MAX_PORT = 65535
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -100,7 +101,10 @@ def parse_endpoint(raw: object) -> Endpoint:
     if url.userinfo:
         raise EndpointError("url must not carry a user name or password")
     host = url.raw_host.decode("ascii").strip("[]")
-    return Endpoint(url=url, host=host, port=url.port or DEFAULT_PORTS[url.scheme])
+    port = url.port or DEFAULT_PORTS[url.scheme]
+    if not 1 <= port <= MAX_PORT:
+        raise EndpointError(f"port {port} is not a TCP port")
+    return Endpoint(url=url, host=host, port=port)
 
 
 def refusal(address: IPAddress, allowed: Iterable[IPNetwork] = ()) -> str | None:

@@ -116,7 +116,6 @@ class JobEvents:
                 await self._notify(user, messages.milestone(job, mark, exported, total))
 
     async def finished(self, job: Job, user: User) -> None:
-        await self.milestones(job, user, job.total_exported, job.total)
         xlsx = file_link(job, "xlsx", self._public_url)
         await self._event(
             user,

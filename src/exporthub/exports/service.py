@@ -32,6 +32,7 @@ from exporthub.store import Database
 logger = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2048
+COMMON_OPTIONS = ("replies", "limit", "minTimestamp", "maxTimestamp")
 RETRYABLE = frozenset({Status.ERROR, Status.STOPPED})
 
 
@@ -94,6 +95,13 @@ class ExportService:
             ExportOptions.parse(options)
         except OptionError as exc:
             raise InvalidOption(str(exc)) from exc
+        known = {*COMMON_OPTIONS, *adapter.option_help}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InvalidOption(
+                f"unknown option {unknown[0]!r} for {adapter.name}; it takes "
+                f"{', '.join(sorted(known))} (see GET /api/v3/platforms)"
+            )
         if adapter.secret_required and adapter.key not in self.settings.source_secrets:
             raise PlatformNotConfigured(
                 f"{adapter.name} exports need an API key: the operator must set "

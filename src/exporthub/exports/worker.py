@@ -46,6 +46,8 @@ OUTPUT_FORMATS = ("xlsx", "json", "ndjson")
 """Written by every job; other formats come from conversion."""
 PARTIAL_SUFFIX = ".part"
 USER_AGENT = "exporthub/0.1 (+self-hosted comment exporter)"
+MAX_RETRY_AFTER = 3600.0
+"""Longest wait a platform's Retry-After can impose before the next try."""
 IDLE_POLL = 1.0
 """Seconds between queue checks when nothing wakes the worker; other
 processes may queue jobs in a shared database."""
@@ -327,7 +329,8 @@ class Worker:
         delay = self.settings.retry_delay * 2 ** (job.attempts - 1)
         delay *= 1 + random.random() * 0.25  # jitter: retries do not align
         if exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
+            # A platform may ask for a day; ask it again within the hour.
+            delay = max(delay, min(exc.retry_after, MAX_RETRY_AFTER))
         requeued = await jobs.requeue(
             self.db,
             job.guid,
