@@ -26,6 +26,9 @@ run: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest
+	# The end-to-end tests again, on the backends of a many-node deployment.
+	EXPORTHUB_TEST_DATABASE=postgres EXPORTHUB_TEST_BROKER=redis \
+		$(PY) -m pytest -m "e2e and not cluster"
 
 # The dashboard's copy of the npm client's browser build, with its license.
 vendor-web: $(STAMP) $(NODE_STAMP)

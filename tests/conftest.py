@@ -1,6 +1,53 @@
-"""Shared test setup: make the helper modules in this folder importable."""
+"""Shared test setup: make the helper modules in this folder importable, and
+give tests their own space in the real Redis and PostgreSQL."""
 
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def redis_prefix():
+    """A Redis key prefix of this test alone; its keys are deleted after."""
+    import backends
+
+    prefix = backends.key_prefix()
+    try:
+        yield prefix
+    finally:
+        backends.clear_keys(prefix)
+
+
+@pytest.fixture
+def postgres_url():
+    """A new PostgreSQL database of this test alone, dropped after."""
+    import backends
+
+    url = backends.create_database()
+    try:
+        yield url
+    finally:
+        backends.drop_database(url)
+
+
+def _release_server_backends() -> None:
+    servers = sys.modules.get("servers")
+    if servers is not None:
+        servers.release_backends()
+
+
+@pytest.fixture(autouse=True)
+def _release_after_each_test():
+    """Drop what servers.py made for servers that ended with the test."""
+    yield
+    _release_server_backends()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _release_after_the_session():
+    """Drop what servers.py made for servers shared by a module."""
+    yield
+    _release_server_backends()

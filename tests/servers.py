@@ -1,4 +1,12 @@
-"""Run the real exporthub server as a subprocess for end-to-end tests."""
+"""Run the real exporthub server as a subprocess for end-to-end tests.
+
+By default a server keeps everything in its data directory (SQLite, memory
+broker). ``EXPORTHUB_TEST_DATABASE=postgres`` gives every server a fresh
+PostgreSQL database instead, and ``EXPORTHUB_TEST_BROKER=redis`` a Redis
+key prefix of its own, so the same tests run against those backends; a test
+that passes its own ``EXPORTHUB_DATABASE_URL`` or ``EXPORTHUB_BROKER`` (to
+share them between servers) keeps it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,11 +22,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+from sqlalchemy import text
+
+import backends
+from exporthub.store import Database
 
 EXPORTHUB = [sys.executable, "-m", "exporthub.cli"]
 STARTUP_TIMEOUT = 20.0
+TEST_DATABASE = "EXPORTHUB_TEST_DATABASE"
+TEST_BROKER = "EXPORTHUB_TEST_BROKER"
+WORKER_STARTED = "exporthub.exports.worker: worker "
+"""The start of the log line a worker writes once it claims jobs."""
 
 
 def free_port() -> int:
@@ -62,6 +80,36 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def database_url(self) -> str:
+        return self.env.get(
+            "EXPORTHUB_DATABASE_URL", f"sqlite:///{self.data_dir / 'exporthub.db'}"
+        )
+
+    def execute(self, statement: str, **params: Any) -> None:
+        """Run one SQL statement, with ``:name`` parameters, on the server's
+        database, whichever kind it is."""
+
+        async def go() -> None:
+            db = Database(self.database_url)
+            try:
+                async with db.engine.begin() as conn:
+                    await conn.execute(text(statement), params)
+            finally:
+                await db.close()
+
+        backends.run(go())
+
+    def rows(self, table: str) -> list[tuple[Any, ...]]:
+        """Every row of ``table``, straight from the server's database."""
+        url = self.database_url
+        if url.startswith("sqlite:///"):
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+                return conn.execute(f"SELECT * FROM {table}").fetchall()
+        return [
+            tuple(row.values()) for row in backends.fetch(url, f"SELECT * FROM {table}")
+        ]
+
 
 # Nothing in a test may reach a real platform: every API base points at the
 # discard port on loopback unless a test gives its own fixture server.
@@ -89,14 +137,27 @@ def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 def run_server(
     data_dir: Path, *args: str, port: int | None = None, **overrides: str
 ) -> Iterator[RunningServer]:
-    """Start ``exporthub serve ARGS`` on ``port`` (a free one by default);
-    always stopped afterwards."""
+    """Start ``exporthub serve ARGS`` on ``port`` (a free one by default),
+    on the test run's backends; always stopped afterwards."""
+    with (
+        own_backends(data_dir, overrides),
+        start_server(data_dir, *args, port=port, **overrides) as server,
+    ):
+        yield server
+
+
+@contextmanager
+def start_server(
+    data_dir: Path, *args: str, port: int | None = None, **overrides: str
+) -> Iterator[RunningServer]:
+    """Start ``exporthub serve ARGS`` with exactly the settings given (on
+    ``port``, or a free one); always stopped afterwards."""
     port = port or free_port()
     env = server_env(data_dir, **overrides)
     env.setdefault("EXPORTHUB_PUBLIC_URL", f"http://127.0.0.1:{port}")
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [*EXPORTHUB, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
             env=env,
@@ -122,6 +183,77 @@ def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+@contextmanager
+def run_worker(data_dir: Path, **overrides: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``exporthub worker`` with exactly the settings given; returns
+    once it claims jobs, and always stops it afterwards."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"worker-{time.monotonic_ns()}.log"
+    process = spawn_worker(server_env(data_dir, **overrides), log_path)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while WORKER_STARTED not in log_path.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"exporthub worker did not start:\n{log_path.read_text()}"
+                )
+            time.sleep(0.05)
+        yield process
+    finally:
+        stop(process)
+
+
+@dataclass
+class _Backends:
+    """The database and key prefix made for one data directory."""
+
+    settings: dict[str, str]
+    running: int = 0
+
+
+_OWN_BACKENDS: dict[Path, _Backends] = {}
+
+
+@contextmanager
+def own_backends(data_dir: Path, overrides: dict[str, str]) -> Iterator[None]:
+    """Add the data directory's own PostgreSQL database and Redis prefix to
+    ``overrides`` when the test run asks for them, for as long as a server
+    runs. They are made on first use, so a server started again on the same
+    data directory finds its data, and removed by :func:`release_backends`
+    once no server uses them."""
+    own = _OWN_BACKENDS.setdefault(data_dir.resolve(), _Backends({}))
+    if (
+        os.environ.get(TEST_DATABASE) == "postgres"
+        and "EXPORTHUB_DATABASE_URL" not in overrides
+    ):
+        if "EXPORTHUB_DATABASE_URL" not in own.settings:
+            own.settings["EXPORTHUB_DATABASE_URL"] = backends.create_database()
+        overrides["EXPORTHUB_DATABASE_URL"] = own.settings["EXPORTHUB_DATABASE_URL"]
+    if os.environ.get(TEST_BROKER) == "redis" and "EXPORTHUB_BROKER" not in overrides:
+        if "EXPORTHUB_BROKER_PREFIX" not in own.settings:
+            own.settings["EXPORTHUB_BROKER_PREFIX"] = backends.key_prefix()
+        overrides["EXPORTHUB_BROKER"] = backends.REDIS_URL
+        overrides["EXPORTHUB_BROKER_PREFIX"] = own.settings["EXPORTHUB_BROKER_PREFIX"]
+    own.running += 1
+    try:
+        yield
+    finally:
+        own.running -= 1
+
+
+def release_backends() -> None:
+    """Drop the databases and delete the keys that :func:`own_backends`
+    made and no running server uses any more."""
+    for data_dir, own in list(_OWN_BACKENDS.items()):
+        if own.running:
+            continue
+        del _OWN_BACKENDS[data_dir]
+        if "EXPORTHUB_DATABASE_URL" in own.settings:
+            backends.drop_database(own.settings["EXPORTHUB_DATABASE_URL"])
+        if "EXPORTHUB_BROKER_PREFIX" in own.settings:
+            backends.clear_keys(own.settings["EXPORTHUB_BROKER_PREFIX"])
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sqlite3
 import subprocess
 import zipfile
 from datetime import UTC, datetime, timedelta
@@ -395,10 +394,8 @@ async def test_plan_changes_publish_subscription_updated(server, alice) -> None:
     # The plan's end date passes: the server notices and says so.
     assert plan("business", "--days", "1").returncode == 0
     await alice.until("user", is_event("subscription.updated"), 3)
-    # Stored the way SQLAlchemy stores datetimes in SQLite (UTC).
-    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
-    with sqlite3.connect(server.data_dir / "exporthub.db") as conn:
-        conn.execute("UPDATE users SET plan_ends_at = ?", (past,))
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    server.execute("UPDATE users SET plan_ends_at = :past", past=past)
     updates = await alice.until("user", is_event("subscription.updated"), 4)
     assert [u["status"] for u in updates] == [
         "created",
@@ -408,6 +405,16 @@ async def test_plan_changes_publish_subscription_updated(server, alice) -> None:
     ]
     assert updates[-1]["details"]["plan"] == "business"
 
+    # Each channel is its own stream: with Redis between the server and the
+    # client, the other channels' messages may still be on their way.
+    await alice.until(
+        "user_notifications_channel",
+        lambda n: n["type"] == "subscription_updated",
+        4,
+    )
+    await alice.until(
+        "user_dashboard_channel", lambda m: m["type"] == "subscription_status", 4
+    )
     notes = [
         n["payload"]["message"]
         for n in alice.channel("user_notifications_channel")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sqlite3
 from pathlib import Path
 
 import httpx
@@ -73,9 +72,7 @@ async def test_socket_token_carries_the_five_personal_channels(server) -> None:
 
 async def test_user_create_stores_only_a_hash_of_the_api_key(server) -> None:
     alice = server.create_user("alice@example.com")
-    with sqlite3.connect(server.data_dir / "exporthub.db") as conn:
-        rows = conn.execute("SELECT * FROM users").fetchall()
-    [row] = rows
+    [row] = server.rows("users")
     assert alice["uuid"] in row
     assert alice["api_key"] not in row
     assert hashlib.sha256(alice["api_key"].encode()).hexdigest() in row

@@ -16,7 +16,6 @@ from exporthub.client_cli import add_client_commands
 from exporthub.config import Settings
 from exporthub.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
-LISTEN_BACKLOG = 4096
 MAX_PLAN_DAYS = 36_500
 
 
@@ -70,35 +69,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.set_defaults(handler=_user_plan)
     add_client_commands(commands)
+
+    database = commands.add_parser("db", help="manage the database").add_subparsers(
+        title="database commands"
+    )
+    upgrade = database.add_parser("upgrade", help="apply pending schema migrations")
+    upgrade.set_defaults(handler=_db_upgrade)
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from exporthub.api.app import create_server_app
+    from exporthub.api.serving import serve
 
     if not os.environ.get("EXPORTHUB_PUBLIC_URL"):
         os.environ["EXPORTHUB_PUBLIC_URL"] = f"http://{args.host}:{args.port}"
     settings = Settings.from_env()
     app = create_server_app(settings, run_worker=not args.no_worker)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        # The sans-I/O implementation of the websockets library, the one
-        # the benchmark measured fastest under uvicorn.
-        ws="websockets-sansio",
-        # The channel server pings at the protocol level; frames over its
-        # limit are refused by the session with a clear close code.
-        ws_ping_interval=None,
-        ws_max_size=settings.max_frame_bytes * 2,
-        # Room for a storm of reconnecting clients after a restart.
-        backlog=LISTEN_BACKLOG,
-        timeout_graceful_shutdown=15,
-    )
+    serve(app, args.host, args.port, settings)
     return EXIT_OK
 
 
@@ -208,6 +196,25 @@ def _user_plan(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return asyncio.run(run())
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from exporthub.store import Database
+    from exporthub.store.migrations import current_version, upgrade
+
+    settings = Settings.from_env()
+
+    async def run() -> None:
+        db = Database(settings.database_url)
+        try:
+            applied = await upgrade(db)
+            version = await current_version(db)
+        finally:
+            await db.close()
+        print(json.dumps({"applied": applied, "version": version}))
+
+    asyncio.run(run())
+    return EXIT_OK
 
 
 if __name__ == "__main__":

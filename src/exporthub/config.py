@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,32 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{PREFIX}{name} must be an integer, not {raw!r}") from exc
 
 
+HISTORY_OVERRIDE = "HISTORY_"
+HISTORY_DEFAULTS = frozenset({"SIZE", "TTL"})
+_HISTORY_VALUE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+_SECONDS_PER = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def _history_overrides() -> dict[str, tuple[int, float]]:
+    """Every ``EXPORTHUB_HISTORY_<NAME>=SIZE/TTL`` but the two defaults, by
+    lower-case name. TTL is in seconds, or minutes or hours with ``m``/``h``:
+    ``200/600s``, ``50/10m``; ``0/0`` keeps no history."""
+    overrides = {}
+    start = PREFIX + HISTORY_OVERRIDE
+    for key, raw in os.environ.items():
+        name = key.removeprefix(start)
+        if name == key or name in HISTORY_DEFAULTS or not raw:
+            continue
+        match = _HISTORY_VALUE.match(raw)
+        if match is None:
+            raise SystemExit(
+                f"{key} must be SIZE/TTL such as 200/600s or 50/10m, not {raw!r}"
+            )
+        size, ttl, unit = match.groups()
+        overrides[name.lower()] = (int(size), float(ttl) * _SECONDS_PER[unit])
+    return overrides
+
+
 @dataclass
 class Settings:
     """Runtime configuration of a node (API, channel server and worker)."""
@@ -66,6 +93,9 @@ class Settings:
     shutdown_grace: float = 10.0
     plan_check_interval: float = 30.0
     history_ttl: float = 600.0
+    history_overrides: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """``(size, ttl)`` by name, from ``EXPORTHUB_HISTORY_<NAME>=SIZE/TTL``."""
+    broker_prefix: str = "exporthub"
     source_apis: dict[str, str] = field(default_factory=dict)
     source_secrets: dict[str, str] = field(default_factory=dict)
     webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings())
@@ -98,6 +128,8 @@ class Settings:
             shutdown_grace=_float("SHUTDOWN_GRACE", 10.0),
             plan_check_interval=_float("PLAN_CHECK_INTERVAL", 30.0),
             history_ttl=_float("HISTORY_TTL", 600.0),
+            history_overrides=_history_overrides(),
+            broker_prefix=_env("BROKER_PREFIX", "exporthub") or "exporthub",
             webhooks=WebhookSettings.from_env(),
         )
         from exporthub.sources.registry import ADAPTERS

@@ -24,7 +24,7 @@ from exporthub.api.metrics import make_registry, metrics
 from exporthub.api.routes import routes as user_routes
 from exporthub.api.webhook_routes import routes as webhook_routes
 from exporthub.config import Settings
-from exporthub.exports.constants import Channel, channel_namespace
+from exporthub.exports.constants import JOB_NAMESPACE, Channel, channel_namespace
 from exporthub.exports.downloads import Downloads
 from exporthub.exports.errors import DomainError
 from exporthub.exports.events import JobEvents
@@ -56,6 +56,8 @@ NAMESPACES = (
     "user_dashboard_channel",
     "export.*",
 )
+HISTORY_NAMES = {JOB_NAMESPACE: "job"}
+"""Names in ``EXPORTHUB_HISTORY_<NAME>`` that are not the namespace itself."""
 
 
 def make_broker(settings: Settings) -> Broker | None:
@@ -65,22 +67,41 @@ def make_broker(settings: Settings) -> Broker | None:
     if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
         from exporthub.realtime.broker.redis import RedisBroker
 
-        return RedisBroker(settings.broker_url)
+        return RedisBroker(settings.broker_url, prefix=settings.broker_prefix)
     raise SystemExit(
         f"EXPORTHUB_BROKER={settings.broker_url!r}: use memory:// or redis://HOST:PORT"
     )
 
 
 def node_config(settings: Settings) -> NodeConfig:
-    history = HistoryOptions(size=settings.history_size, ttl=settings.history_ttl)
     return NodeConfig(
         version=f"exporthub {__version__}",
         ping_interval=settings.ping_interval,
         pong_timeout=settings.pong_timeout,
         max_frame_bytes=settings.max_frame_bytes,
-        namespaces={name: ChannelOptions(history=history) for name in NAMESPACES},
+        namespaces={
+            name: ChannelOptions(history=history)
+            for name, history in namespace_history(settings).items()
+        },
         namespace_of=channel_namespace,
     )
+
+
+def namespace_history(settings: Settings) -> dict[str, HistoryOptions]:
+    """The history of each channel namespace: ``EXPORTHUB_HISTORY_SIZE`` and
+    ``_TTL``, unless ``EXPORTHUB_HISTORY_<NAME>`` says otherwise."""
+    names = {HISTORY_NAMES.get(ns, ns): ns for ns in NAMESPACES}
+    unknown = sorted(set(settings.history_overrides) - set(names))
+    if unknown:
+        raise SystemExit(
+            f"EXPORTHUB_HISTORY_{unknown[0].upper()}: no such channel namespace; "
+            f"the names are {', '.join(n.upper() for n in names)}"
+        )
+    default = (settings.history_size, settings.history_ttl)
+    return {
+        ns: HistoryOptions(*settings.history_overrides.get(name, default))
+        for name, ns in names.items()
+    }
 
 
 def create_app(

@@ -311,11 +311,16 @@ async def requeue(
     reset_attempts: bool = False,
     release_attempt: bool = False,
     worker_id: str | None = None,
+    lease_expired: bool = False,
 ) -> Job | None:
-    """Put a job back in the queue (retry, transient failure, lost worker);
-    with ``worker_id``, only while that worker still runs it.
+    """Put a job back in the queue (retry, transient failure, lost worker).
+
+    With ``worker_id``, only while that worker still runs it; with
+    ``lease_expired``, only while its lease is still expired, so a worker
+    that renewed it after being taken for lost keeps its job.
     ``release_attempt`` gives back the attempt that was interrupted (a
-    shutdown is not the job's fault)."""
+    shutdown is not the job's fault).
+    """
     values: dict[str, Any] = {
         "status": Status.QUEUEING.value,
         "run_after": run_after,
@@ -333,9 +338,20 @@ async def requeue(
         values["run"] = jobs.c.run + 1
     elif release_attempt:
         values["attempts"] = jobs.c.attempts - 1
-    if worker_id is None:
+    if worker_id is not None:
+        return await _owned(db, guid, worker_id, **values)
+    if not lease_expired:
         return await _transition(db, guid, allowed, **values)
-    return await _owned(db, guid, worker_id, **values)
+    now = values["updated_at"] = utcnow()
+    return await _update(
+        db,
+        [
+            jobs.c.guid == guid,
+            jobs.c.status == Status.PROGRESS.value,
+            jobs.c.lease_until < now,
+        ],
+        values,
+    )
 
 
 async def stop(db: Database, guid: str) -> Job | None:

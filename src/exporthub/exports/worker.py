@@ -67,6 +67,12 @@ class _Run:
     finishing: bool = False
     """Set once the files are complete: the run is past being abandoned."""
     started: float = field(default_factory=time.monotonic)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    """Names this run's partial files: a worker that lost the job (its
+    lease expired while it was alive) must not touch the next run's."""
+
+    def partial(self, directory: Path, fmt: str) -> Path:
+        return directory / f"{fmt}.{self.token}{PARTIAL_SUFFIX}"
 
 
 class Worker:
@@ -119,6 +125,9 @@ class Worker:
         logger.info("worker %s started", self.worker_id)
         while not self._stopping:
             await self._slots.acquire()
+            if self._stopping:  # Stopped while every slot was busy.
+                self._slots.release()
+                break
             job = None
             try:
                 job = await jobs.claim(self.db, self.worker_id, self.settings.job_lease)
@@ -214,26 +223,26 @@ class Worker:
             await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
             await self._write(run, adapter, ref, options, directory, columns)
         except asyncio.CancelledError:
-            _discard(directory)
+            _discard(directory, run)
             if not run.stopped:
                 raise
             logger.info("job %s abandoned: stopped, or handed back", job.guid)
             return
         except TransientSourceError as exc:
-            _discard(directory)
+            _discard(directory, run)
             await self._transient(run, exc)
             return
         except SourceError as exc:
-            _discard(directory)
+            _discard(directory, run)
             await self._fail(run, exc.reason)
             return
         except OptionError as exc:
-            _discard(directory)
+            _discard(directory, run)
             await self._fail(run, str(exc))
             return
         except Exception:
             logger.exception("job %s crashed", job.guid)
-            _discard(directory)
+            _discard(directory, run)
             await self._fail(
                 run, "internal error while exporting; the job can be retried"
             )
@@ -250,9 +259,9 @@ class Worker:
         )
         if done is None:
             # Stopped or taken over while the files were closing.
-            _discard(directory)
+            _discard(directory, run)
             return
-        self._publish_files(done, directory)
+        self._publish_files(done, run, directory)
         logger.info(
             "job %s done: %d comments in %.2fs",
             job.guid,
@@ -271,7 +280,7 @@ class Worker:
         columns: list[str],
     ) -> None:
         writers = [
-            formats.open_writer(fmt, directory / (fmt + PARTIAL_SUFFIX), columns)
+            formats.open_writer(fmt, run.partial(directory, fmt), columns)
             for fmt in OUTPUT_FORMATS
         ]
         try:
@@ -296,9 +305,19 @@ class Worker:
                 writer.abort()
             raise
 
-    def _publish_files(self, job: Job, directory: Path) -> None:
+    def _publish_files(self, job: Job, run: _Run, directory: Path) -> None:
+        final = {file_name(job, fmt) for fmt in OUTPUT_FORMATS}
         for fmt in OUTPUT_FORMATS:
-            (directory / (fmt + PARTIAL_SUFFIX)).rename(directory / file_name(job, fmt))
+            run.partial(directory, fmt).rename(directory / file_name(job, fmt))
+        # Anything else was left by runs whose worker died (partial files,
+        # the XLSX writer's scratch directories); the job is done now.
+        for leftover in directory.iterdir():
+            if leftover.name in final:
+                continue
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
     async def _transient(self, run: _Run, exc: TransientSourceError) -> None:
         job = run.job
@@ -391,6 +410,7 @@ class Worker:
                 allowed={Status.PROGRESS},
                 run_after=None,
                 error="the worker running it stopped responding",
+                lease_expired=True,
             )
             user = await get_user_by_id(self.db, job.user_id)
             if requeued is not None and user is not None:
@@ -399,5 +419,11 @@ class Worker:
                 self._wake.set()
 
 
-def _discard(directory: Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
+def _discard(directory: Path, run: _Run) -> None:
+    """Delete this run's partial files, and the directory once empty."""
+    for fmt in OUTPUT_FORMATS:
+        run.partial(directory, fmt).unlink(missing_ok=True)
+    try:
+        directory.rmdir()
+    except OSError:
+        pass  # Not empty: another run of the job writes there, or wrote.

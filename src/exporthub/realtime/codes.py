@@ -74,6 +74,7 @@ class Disconnect(Enum):
     EXPIRED = (3005, "connection expired")
     SUBSCRIPTION_EXPIRED = (3006, "subscription expired")
     SLOW = (3008, "slow")
+    INSUFFICIENT_STATE = (3010, "insufficient state")
     WRITE_ERROR = (3009, "write error")
     FORCE_RECONNECT = (3011, "force reconnect")
     NO_PONG = (3012, "no pong")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from exporthub.realtime import protocol
@@ -22,15 +23,27 @@ class Hub:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._channels: dict[str, dict[Session, None]] = {}
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
 
     async def add(self, channel: str, session: Session) -> None:
+        """Add a local subscriber; returns once the broker delivers the
+        channel here, also to a session that joins while the first one's
+        broker subscription is still on its way."""
         subscribers = self._channels.get(channel)
-        if subscribers is None:
-            subscribers = self._channels[channel] = {}
+        if subscribers is not None:
             subscribers[session] = None
-            await self._broker.subscribe(channel)
-        else:
-            subscribers[session] = None
+            pending = self._subscribing.get(channel)
+            if pending is not None:
+                await asyncio.shield(pending)
+            return
+        self._channels[channel] = {session: None}
+        pending = asyncio.ensure_future(self._broker.subscribe(channel))
+        self._subscribing[channel] = pending
+        try:
+            await asyncio.shield(pending)
+        finally:
+            if self._subscribing.get(channel) is pending:
+                del self._subscribing[channel]
 
     async def remove(self, channel: str, session: Session) -> None:
         if self.discard(channel, session):

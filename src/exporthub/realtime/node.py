@@ -144,6 +144,7 @@ class Node:
         self.uid = str(uuid.uuid4())
         self._started_at: float | None = None
         self.started = False
+        self.draining = False
 
     async def start(self) -> None:
         """Connect the broker; publications flow from then on."""
@@ -158,10 +159,20 @@ class Node:
             "channel server node started (broker %s)", type(self.broker).__name__
         )
 
-    async def shutdown(self) -> None:
-        """Tell every client to reconnect elsewhere, then stop the broker."""
+    def drain(self) -> None:
+        """Tell every client to reconnect elsewhere (3001) and refuse new
+        ones; publishing still works, for what finishes during shutdown."""
+        if not self.draining:
+            self.draining = True
+            logger.info(
+                "channel server node draining %d connections", len(self._sessions)
+            )
         for session in list(self._sessions):
             session.disconnect(Disconnect.SHUTDOWN)
+
+    async def shutdown(self) -> None:
+        """Drain, then stop the broker."""
+        self.drain()
         await self.broker.close()
         self.started = False
 

@@ -30,11 +30,15 @@ class Publication:
         data: the payload, already encoded as JSON.
         offset: position in the channel's history, 0 when it keeps none.
         time_ms: publication time as Unix milliseconds.
+        epoch: the epoch of the stream the offset belongs to; kept on the
+            server to notice a stream that restarted, not sent to clients
+            (the protocol gives the epoch in subscribe results).
     """
 
     data: bytes
     offset: int = 0
     time_ms: int = 0
+    epoch: str = ""
 
     def to_wire(self) -> dict[str, Any]:
         """The ``Publication`` object of the protocol."""

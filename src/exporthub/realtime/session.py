@@ -188,6 +188,8 @@ class Session:
     async def _connect(self, command_id: int, request: dict[str, Any]) -> None:
         if self.state is not State.CONNECTING:
             raise DisconnectError(Disconnect.BAD_REQUEST, "already connected")
+        if self.node.draining:
+            raise DisconnectError(Disconnect.SHUTDOWN)
         try:
             claims = self.node.tokens.connect(request.get("token", ""))
         except TokenExpired as exc:
@@ -292,7 +294,9 @@ class Session:
         result = await self.node.broker.history(
             channel,
             since=position,
-            limit=limit if limit > 0 else (-1 if position else 0),
+            # -1 asks for the whole history, as in Centrifugo; 0 for the
+            # position only, unless a position to start from is given.
+            limit=limit if limit > 0 else (-1 if position or limit < 0 else 0),
             reverse=bool(request.get("reverse", False)),
         )
         if position is not None and position.epoch != result.position.epoch:
@@ -425,6 +429,11 @@ class Session:
         sub.epoch = history.position.epoch
         result["epoch"] = sub.epoch
         result["offset"] = sub.offset
+        if recovering and result["recovered"]:
+            # The client's own position: each recovered publication moves
+            # it, so a connection lost halfway through them recovers again
+            # from the last one the client really processed.
+            result["offset"] = since_offset
         return result
 
     def _flush_pending(self, channel: str) -> None:
@@ -452,8 +461,15 @@ class Session:
             sub.pending.append(publication)
             return
         if publication.offset:
-            if publication.offset <= sub.offset:
+            restarted = bool(publication.epoch) and publication.epoch != sub.epoch
+            if not restarted and publication.offset <= sub.offset:
                 return  # Already sent, by recovery.
+            if restarted or publication.offset != sub.offset + 1:
+                # Publications went missing on their way here (the broker
+                # lost its connection) or the stream started over: the
+                # client reconnects and recovers, or learns it cannot.
+                self.disconnect(Disconnect.INSUFFICIENT_STATE, channel)
+                return
             sub.offset = publication.offset
         if frame is None:
             frame = protocol.encode_publication_push(channel, publication)

@@ -87,6 +87,25 @@ class WebSocketEndpoint:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self._open: dict[Session, None] = {}
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+
+    async def drain(self, grace: float) -> None:
+        """Close every connection with the shutdown code (3001), so clients
+        reconnect to another node, and wait up to ``grace`` seconds for
+        the close frames to be handed to the server."""
+        self.node.drain()
+        for session in list(self._open):
+            session.disconnect(Disconnect.SHUTDOWN)
+        try:
+            await asyncio.wait_for(self._all_closed.wait(), grace)
+        except TimeoutError:
+            logger.warning(
+                "%d connections still open after %.0fs of draining",
+                len(self._open),
+                grace,
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -95,16 +114,23 @@ class WebSocketEndpoint:
         if message["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
+        if self.node.draining:
+            code, reason = Disconnect.SHUTDOWN.value
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+            return
 
         outbox = _Outbox(self.node.config.max_queue_bytes)
         session = Session(self.node, outbox)
         outbox.session = session
+        self._open[session] = None
+        self._all_closed.clear()
         # One task writes; this one reads until the peer or the server
         # ends the connection (uvicorn reports both as a disconnect).
         writer = asyncio.ensure_future(outbox.run(send))
         try:
             await self._read(session, receive)
         finally:
+            self._forget(session)
             session.closed()
             outbox.session = None  # No cycle left for the collector.
             writer.cancel()
@@ -116,6 +142,11 @@ class WebSocketEndpoint:
                 # A send on a socket the peer already closed.
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("transport task ended", exc_info=True)
+
+    def _forget(self, session: Session) -> None:
+        self._open.pop(session, None)
+        if not self._open:
+            self._all_closed.set()
 
     @staticmethod
     async def _read(session: Session, receive: Receive) -> None:

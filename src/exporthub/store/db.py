@@ -9,8 +9,6 @@ from pathlib import Path
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from exporthub.store.schema import metadata
-
 logger = logging.getLogger(__name__)
 
 
@@ -53,16 +51,17 @@ class Database:
             self.engine: AsyncEngine = create_async_engine(
                 self.url, connect_args={"timeout": 30}
             )
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", sqlite_pragmas)
         else:
             self.engine = create_async_engine(
                 self.url, pool_size=10, pool_pre_ping=True
             )
 
     async def create(self) -> None:
-        """Create missing tables."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        """Bring the schema up to date: apply the migrations it lacks."""
+        from exporthub.store.migrations import upgrade
+
+        await upgrade(self)
 
     async def ping(self) -> None:
         """Raise when the database cannot be reached."""
@@ -73,11 +72,13 @@ class Database:
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+def sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    """Set up a new SQLite connection (a ``connect`` event listener)."""
     # WAL lets the API read while a worker writes; a busy timeout instead of
-    # immediate "database is locked" errors when two writers meet.
+    # immediate "database is locked" errors when two writers meet. The
+    # timeout comes first: switching to WAL waits for other processes too.
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -18,6 +18,12 @@ from exporthub.realtime.protocol import ClientInfo, Publication
 PublicationHandler = Callable[[str, Publication], None]
 """Called by a broker for every publication a node must deliver locally."""
 
+DEFAULT_META_TTL = 24 * 3600.0
+"""Seconds a channel's epoch and last offset outlive its last publication or
+read. Longer than any history TTL, so that a channel that was quiet for a
+while goes on with the same epoch: clients that missed nothing still
+recover, and live subscribers see no restarted stream."""
+
 JOIN = "join"
 LEAVE = "leave"
 JoinLeaveHandler = Callable[[str, str, ClientInfo], None]
@@ -29,9 +35,9 @@ leave event on a channel the node has subscribed to."""
 class StreamPosition:
     """A place in a channel's history: the last offset and the epoch.
 
-    The epoch changes whenever the history is lost (a broker restart for
-    memory, an expired stream for Redis), so a client can tell that offsets
-    from before no longer mean anything.
+    The epoch changes whenever the stream is lost (a restart of the memory
+    broker, a channel unused for longer than the meta TTL), so a client can
+    tell that offsets from before no longer mean anything.
     """
 
     offset: int
@@ -72,7 +78,9 @@ class Broker(ABC):
 
     A node calls :meth:`start` with its handler before anything else;
     afterwards every publication on a channel the node has subscribed to
-    reaches that handler, on every node, in offset order.
+    reaches that handler, on every node, in offset order, carrying its
+    offset and epoch. :meth:`subscribe` returns once publications of the
+    channel are flowing, so history read afterwards leaves no gap.
     """
 
     @abstractmethod

@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from exporthub.realtime.broker import (
+    DEFAULT_META_TTL,
     Broker,
     HistoryOptions,
     HistoryResult,
@@ -25,23 +26,36 @@ from exporthub.realtime.broker import (
 )
 from exporthub.realtime.protocol import ClientInfo, Publication
 
+SWEEP_INTERVAL = 60.0
+"""Seconds between sweeps of streams nobody published to or read for
+longer than the meta TTL."""
+
 
 @dataclass(slots=True)
 class _Stream:
     epoch: str
     offset: int = 0
     items: deque[tuple[float, Publication]] = field(default_factory=deque)
-    expires_at: float = 0.0
+    forget_at: float = 0.0
 
 
 class MemoryBroker(Broker):
-    """Single-node broker; every publication is delivered synchronously."""
+    """Single-node broker; every publication is delivered synchronously.
 
-    def __init__(self) -> None:
+    Args:
+        meta_ttl: seconds a channel's epoch and offset are kept after its
+            last publication or read. Publications themselves expire after
+            their channel's history TTL; the position outlives them, so a
+            quiet channel goes on with the same epoch and the next offset.
+    """
+
+    def __init__(self, *, meta_ttl: float = DEFAULT_META_TTL) -> None:
         self._handler: PublicationHandler | None = None
         self._join_leave_handler: JoinLeaveHandler | None = None
         self._streams: dict[str, _Stream] = {}
         self._presence: dict[str, dict[str, ClientInfo]] = {}
+        self._meta_ttl = meta_ttl
+        self._next_sweep = 0.0
 
     async def start(self, handler: PublicationHandler) -> None:
         self._handler = handler
@@ -59,13 +73,12 @@ class MemoryBroker(Broker):
             publication = Publication(data, 0, time_ms)
             position = StreamPosition(0, "")
         else:
-            stream = self._stream(channel, now)
+            stream = self._stream(channel, now, keep=max(self._meta_ttl, history.ttl))
             stream.offset += 1
-            publication = Publication(data, stream.offset, time_ms)
+            publication = Publication(data, stream.offset, time_ms, stream.epoch)
             stream.items.append((now + history.ttl, publication))
             while len(stream.items) > history.size:
                 stream.items.popleft()
-            stream.expires_at = now + history.ttl
             position = StreamPosition(stream.offset, stream.epoch)
         if self._handler is not None:
             self._handler(channel, publication)
@@ -85,8 +98,10 @@ class MemoryBroker(Broker):
         limit: int = -1,
         reverse: bool = False,
     ) -> HistoryResult:
-        stream = self._stream(channel, time.time())
-        self._expire(stream, time.time())
+        now = time.time()
+        stream = self._stream(channel, now, keep=self._meta_ttl)
+        while stream.items and stream.items[0][0] < now:
+            stream.items.popleft()
         position = StreamPosition(stream.offset, stream.epoch)
         if limit == 0:
             return HistoryResult([], position)
@@ -134,16 +149,17 @@ class MemoryBroker(Broker):
         users = {info.user for info in clients.values()}
         return PresenceStats(num_clients=len(clients), num_users=len(users))
 
-    def _stream(self, channel: str, now: float) -> _Stream:
+    def _stream(self, channel: str, now: float, *, keep: float) -> _Stream:
+        """The channel's stream, kept for at least ``keep`` more seconds."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            for name in [n for n, s in self._streams.items() if s.forget_at < now]:
+                del self._streams[name]
         stream = self._streams.get(channel)
-        if stream is None or (stream.expires_at and stream.expires_at < now):
-            # A stream whose whole history expired starts a new epoch, like
-            # an expired Redis key: old offsets mean nothing any more.
+        if stream is None or stream.forget_at < now:
+            # A forgotten stream starts a new epoch, like an expired Redis
+            # key: offsets from before it mean nothing any more.
             stream = _Stream(epoch=secrets.token_hex(4))
             self._streams[channel] = stream
+        stream.forget_at = max(stream.forget_at, now + keep)
         return stream
-
-    @staticmethod
-    def _expire(stream: _Stream, now: float) -> None:
-        while stream.items and stream.items[0][0] < now:
-            stream.items.popleft()
