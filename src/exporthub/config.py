@@ -151,15 +151,22 @@ class Settings:
         if self.token_secret:
             return self.token_secret
         path = self.data_dir / "token_secret"
-        if path.exists():
-            self.token_secret = path.read_text().strip()
-        else:
+        if not path.exists():
+            # Written whole under a private name, then linked into place:
+            # of processes starting together on a new data directory, one
+            # wins and the others read its complete secret.
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            fresh = secrets.token_urlsafe(48)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            draft = self.data_dir / f".token_secret.{secrets.token_hex(8)}"
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
-                handle.write(fresh)
-            self.token_secret = fresh
+                handle.write(secrets.token_urlsafe(48))
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+        self.token_secret = path.read_text().strip()
         return self.token_secret
 
 

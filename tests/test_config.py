@@ -1,0 +1,27 @@
+"""Settings: the generated token secret."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from exporthub.config import Settings
+
+
+def test_a_generated_secret_is_kept_and_read_back(tmp_path: Path) -> None:
+    first = Settings(data_dir=tmp_path).ensure_token_secret()
+    again = Settings(data_dir=tmp_path).ensure_token_secret()
+    assert first == again
+    assert len(first) == 64
+    assert (tmp_path / "token_secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_processes_starting_together_agree_on_one_secret(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        found = set(
+            pool.map(
+                lambda _: Settings(data_dir=tmp_path).ensure_token_secret(), range(8)
+            )
+        )
+    assert len(found) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["token_secret"]
