@@ -13,7 +13,8 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -135,3 +136,13 @@ def clear_keys(prefix: str) -> int:
         return len(keys)
     finally:
         client.close()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for the duration; its URL."""
+    url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)

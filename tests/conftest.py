@@ -26,11 +26,17 @@ def postgres_url():
     """A new PostgreSQL database of this test alone, dropped after."""
     import backends
 
-    url = backends.create_database()
-    try:
+    with backends.postgres_database() as url:
         yield url
-    finally:
-        backends.drop_database(url)
+
+
+@pytest.fixture
+def hn():
+    """The Hacker News stand-in with the default thread, on a free port."""
+    from hn_fixture import serve_hackernews
+
+    with serve_hackernews() as fixture:
+        yield fixture
 
 
 def _release_server_backends() -> None:

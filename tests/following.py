@@ -144,3 +144,13 @@ async def wait_for_status(
     except TimeoutError:
         raise AssertionError(f"job never reached {status}: {job}") from None
     return job
+
+
+def ws_url(port: int) -> str:
+    """The channel server's address on a node listening on ``port``."""
+    return f"ws://127.0.0.1:{port}/connection/websocket"
+
+
+def exported_so_far(follower: Follower, channel: str) -> int:
+    """The highest ``current`` a follower has seen in ``channel``'s events."""
+    return max((d.get("current") or 0 for _, d in follower.stream(channel)), default=0)

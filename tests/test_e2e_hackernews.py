@@ -13,7 +13,7 @@ import openpyxl
 import orjson
 import pytest
 
-from hn_fixture import EXPECTED_ROWS, STORY_ID, serve_hackernews
+from hn_fixture import EXPECTED_ROWS, STORY_ID
 from servers import run_server
 from watcher import Watcher, make_client, token_getter
 
@@ -23,12 +23,6 @@ SECRET = "test-secret-of-sufficient-length-0123456789"
 STORY_URL = f"https://news.ycombinator.com/item?id={STORY_ID}"
 HEADER = ["ID", "Parent ID", "Depth", "Author", "Published (UTC)", "Text", "Permalink"]
 PROGRESS_INTERVAL = 0.3
-
-
-@pytest.fixture
-def hn():
-    with serve_hackernews() as fixture:
-        yield fixture
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from hn_fixture import STORY_ID, THREAD, serve_hackernews
+from hn_fixture import STORY_ID, THREAD
 from servers import run_server
 from watcher import Watcher, make_client, token_getter
 
@@ -17,12 +17,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 SECRET = "test-secret-of-sufficient-length-0123456789"
 STORY_URL = f"https://news.ycombinator.com/item?id={STORY_ID}"
-
-
-@pytest.fixture
-def hn():
-    with serve_hackernews() as fixture:
-        yield fixture
 
 
 @pytest.fixture

@@ -11,8 +11,16 @@ import httpx
 import pytest
 
 from backends import REDIS_URL, redis_port
-from following import Follower, create_job, follow, history, wait_for_status
-from hn_fixture import STORY_ID, serve_hackernews
+from following import (
+    Follower,
+    create_job,
+    exported_so_far,
+    follow,
+    history,
+    wait_for_status,
+    ws_url,
+)
+from hn_fixture import STORY_ID
 from netproxy import proxy_to
 from servers import start_server, stop
 
@@ -21,20 +29,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(120)]
 STORY_URL = f"https://news.ycombinator.com/item?id={STORY_ID}"
 HELD_ITEM = 9003
 SHUTDOWN = (3001, "shutdown")
-
-
-def ws_url(port: int) -> str:
-    return f"ws://127.0.0.1:{port}/connection/websocket"
-
-
-def exported_so_far(follower: Follower, channel: str) -> int:
-    return max((d.get("current") or 0 for _, d in follower.stream(channel)), default=0)
-
-
-@pytest.fixture
-def hn():
-    with serve_hackernews() as fixture:
-        yield fixture
 
 
 @pytest.fixture

@@ -13,11 +13,13 @@ from following import (
     ChannelFollower,
     Follower,
     create_job,
+    exported_so_far,
     follow,
     history,
     wait_for_status,
+    ws_url,
 )
-from hn_fixture import STORY_ID, serve_hackernews
+from hn_fixture import STORY_ID
 from netproxy import proxy_to
 from servers import run_server, start_server
 
@@ -27,20 +29,6 @@ STORY_URL = f"https://news.ycombinator.com/item?id={STORY_ID}"
 HELD_ITEM = 9003
 """The last top-level comment: the job waits there with four exported."""
 PROGRESS_INTERVAL = "0.2"
-
-
-def ws_url(port: int) -> str:
-    return f"ws://127.0.0.1:{port}/connection/websocket"
-
-
-def exported_so_far(follower: Follower, channel: str) -> int:
-    return max((d.get("current") or 0 for _, d in follower.stream(channel)), default=0)
-
-
-@pytest.fixture
-def hn():
-    with serve_hackernews() as fixture:
-        yield fixture
 
 
 async def test_a_python_client_cut_off_mid_job_recovers_every_missed_event_once(

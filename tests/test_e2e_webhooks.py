@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hn_fixture import serve_hackernews
 from readme_snippets import load_function
 from servers import free_port, run_server, stop
 from watcher import Watcher, make_client, token_getter
@@ -28,12 +27,6 @@ JOB_EVENTS = ["job.created", "job.finished"]
 LARGE_REPLY = 64 * 1024 * 1024
 """More than any socket buffers hold, so a reader that stops early shows."""
 KEPT_REPLY = 512
-
-
-@pytest.fixture
-def hn():
-    with serve_hackernews() as fixture:
-        yield fixture
 
 
 def settings(hn, **overrides: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from databases import postgres_database
+from backends import postgres_database
 from hn_fixture import serve_hackernews
 from servers import EXPORTHUB, run_server, server_env, stop
 from webhook_api import LOOPBACK_ONLY, WAIT, UserApi, eventually
@@ -55,7 +55,7 @@ async def test_serve_and_worker_on_one_database_never_send_one_attempt_twice(
 ) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    async with postgres_database("exporthub_webhooks") as database_url:
+    with postgres_database() as database_url:
         with (
             serve_hackernews() as hn,
             serve_receiver(queue=[503] * REFUSALS) as receiver,

@@ -16,7 +16,7 @@ import pytest
 import backends
 from backends import REDIS_URL
 from following import Follower, create_job, follow, history, wait_for_status
-from hn_fixture import EXPECTED_ROWS, STORY_ID, serve_hackernews
+from hn_fixture import EXPECTED_ROWS, STORY_ID
 from servers import free_port, run_worker, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(120)]
@@ -45,12 +45,6 @@ def worker_running(postgres_url: str, guid: str) -> int:
     )
     _host, pid, _run = row["locked_by"].split(":")
     return int(pid)
-
-
-@pytest.fixture
-def hn():
-    with serve_hackernews() as fixture:
-        yield fixture
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from databases import postgres_database
+from backends import postgres_database
 from exporthub.accounts import create_user
 from exporthub.exports import jobs
 from exporthub.store import Database, utcnow
@@ -33,7 +33,7 @@ async def db(request, tmp_path: Path):
         finally:
             await database.close()
         return
-    async with postgres_database("exporthub_webhooks") as url:
+    with postgres_database() as url:
         database = Database(url)
         await database.create()
         try:
