@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from exporthub.config import Settings
 
 
@@ -25,3 +27,15 @@ def test_processes_starting_together_agree_on_one_secret(tmp_path: Path) -> None
         )
     assert len(found) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["token_secret"]
+
+
+def test_an_unsupported_database_url_stops_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EXPORTHUB_DATABASE_URL", "mysql://x/y")
+    with pytest.raises(SystemExit) as stopped:
+        Settings.from_env()
+    assert str(stopped.value) == (
+        "EXPORTHUB_DATABASE_URL='mysql://x/y': use sqlite:///PATH or "
+        "postgresql://USER@HOST:PORT/DATABASE"
+    )

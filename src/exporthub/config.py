@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "EXPORTHUB_"
+DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -105,6 +106,11 @@ class Settings:
         """Read every ``EXPORTHUB_*`` variable; unset ones take defaults."""
         data_dir = Path(_env("DATA_DIR", "data") or "data")
         database_url = _env("DATABASE_URL") or f"sqlite:///{data_dir / 'exporthub.db'}"
+        if not database_url.startswith(DATABASE_SCHEMES):
+            raise SystemExit(
+                f"{PREFIX}DATABASE_URL={database_url!r}: use sqlite:///PATH or "
+                "postgresql://USER@HOST:PORT/DATABASE"
+            )
         settings = cls(
             data_dir=data_dir,
             database_url=database_url,
