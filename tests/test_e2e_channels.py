@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from following import create_job, wait_for_status
 from hn_fixture import serve_hackernews
 from servers import run_server
 from watcher import Watcher, make_client, token_getter
@@ -490,3 +491,40 @@ async def test_parallel_requests_cannot_exceed_the_allowance(alice) -> None:
     assert sorted(a.status_code for a in answers) == [201, 201, 402, 402, 402, 402]
     listed = (await alice.http.get("/api/v3/jobs")).json()
     assert listed["meta"]["total"] == 10
+
+
+async def test_dashboards_connecting_together_each_get_their_own_snapshot(
+    server,
+) -> None:
+    # User i has i % 3 finished jobs; all twelve connect at the same moment,
+    # so the server answers them from shared queries.
+    users = [server.create_user(f"user{i}@example.com") for i in range(12)]
+    created: dict[str, list[str]] = {}
+    for i, user in enumerate(users):
+        jobs = [
+            await create_job(server.url, user["api_key"], STORY_URL)
+            for _ in range(i % 3)
+        ]
+        for job in jobs:
+            await wait_for_status(server.url, user["api_key"], job["guid"], "done")
+        created[user["uuid"]] = [job["guid"] for job in jobs]
+
+    watchers = [Watcher() for _ in users]
+    clients = [
+        make_client(server.ws_url, token_getter(server.url, u["api_key"]), w)
+        for u, w in zip(users, watchers, strict=True)
+    ]
+    try:
+        await asyncio.gather(*(c.connect() for c in clients))
+        for user, watcher in zip(users, watchers, strict=True):
+            board = f"user_dashboard_channel:{user['uuid']}"
+            await watcher.wait_for(lambda w=watcher, b=board: len(w.on(b)) >= 1)
+            snapshot = watcher.on(board)[0]
+            assert snapshot["type"] == "complete_update"
+            activity = snapshot["payload"]["activity"]
+            assert [a["id"] for a in activity] == created[user["uuid"]][::-1]
+            assert [a["exportedItems"] for a in activity] == [8] * len(activity)
+            assert snapshot["payload"]["usage"]["exports"] == len(activity)
+            assert snapshot["payload"]["usage"]["items"] == 8 * len(activity)
+    finally:
+        await asyncio.gather(*(c.disconnect() for c in clients))

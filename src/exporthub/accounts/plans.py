@@ -120,16 +120,32 @@ async def usage_in(
     conn: AsyncConnection, user: User, now: datetime | None = None
 ) -> Usage:
     """:func:`usage`, inside the caller's transaction."""
+    return (await usage_of(conn, [user], now))[user.id]
+
+
+async def usage_of(
+    conn: AsyncConnection, of: list[User], now: datetime | None = None
+) -> dict[int, Usage]:
+    """:func:`usage` of several users in one query, by user id."""
     now = now or utcnow()
-    row = (
-        await conn.execute(
-            select(
-                func.count(jobs.c.id),
-                func.coalesce(func.sum(jobs.c.total_exported), 0),
-            ).where(jobs.c.user_id == user.id, jobs.c.created_at >= period_start(now))
+    rows = await conn.execute(
+        select(
+            jobs.c.user_id,
+            func.count(jobs.c.id),
+            func.coalesce(func.sum(jobs.c.total_exported), 0),
         )
-    ).one()
-    return Usage(period_of(now), int(row[0]), int(row[1]), active_plan(user, now))
+        .where(
+            jobs.c.user_id.in_([user.id for user in of]),
+            jobs.c.created_at >= period_start(now),
+        )
+        .group_by(jobs.c.user_id)
+    )
+    used = {row[0]: (int(row[1]), int(row[2])) for row in rows}
+    period = period_of(now)
+    return {
+        user.id: Usage(period, *used.get(user.id, (0, 0)), active_plan(user, now))
+        for user in of
+    }
 
 
 async def lock_user(conn: AsyncConnection, user: User) -> None:

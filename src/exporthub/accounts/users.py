@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporthub.store import Database, users, utcnow
 from exporthub.store.db import as_utc
@@ -106,6 +107,12 @@ async def get_user_by_uuid(db: Database, user_uuid: str) -> User | None:
             await conn.execute(select(users).where(users.c.uuid == user_uuid))
         ).first()
     return _user(row) if row else None
+
+
+async def users_by_uuid(conn: AsyncConnection, uuids: list[str]) -> list[User]:
+    """The users among ``uuids`` that exist, in no particular order."""
+    rows = await conn.execute(select(users).where(users.c.uuid.in_(uuids)))
+    return [_user(row) for row in rows]
 
 
 async def get_user_by_email(db: Database, email: str) -> User | None:

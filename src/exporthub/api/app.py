@@ -10,7 +10,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,11 +17,11 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from exporthub import __version__
-from exporthub.accounts import get_user_by_uuid
 from exporthub.api.http import HTTPError, JSONResponse, error_response
 from exporthub.api.metrics import make_registry, metrics
 from exporthub.api.routes import routes as user_routes
 from exporthub.api.webhook_routes import routes as webhook_routes
+from exporthub.batching import Coalescer
 from exporthub.config import Settings
 from exporthub.exports.constants import JOB_NAMESPACE, Channel, channel_namespace
 from exporthub.exports.downloads import Downloads
@@ -124,9 +123,10 @@ def create_app(
         channel = Channel.DASHBOARD.format(uuid=session.user)
         if channel not in session.subscriptions:
             return
-        user = await get_user_by_uuid(db, session.user)
-        if user is not None:
-            session.send(channel, orjson.dumps(await events.snapshot(user)))
+        # Connections arriving together share the queries.
+        snapshot = await snapshots.get(session.user)
+        if snapshot is not None:
+            session.send(channel, snapshot)
 
     node = Node(
         node_config(settings),
@@ -136,6 +136,7 @@ def create_app(
         on_connect=on_connect,
     )
     events = JobEvents(node.publish, settings.public_url, db)
+    snapshots: Coalescer[str, bytes] = Coalescer(events.snapshots_by_uuid)
     dispatcher = Dispatcher(db, settings.webhooks, report=events.webhook_attempt)
     events.sinks.append(dispatcher.sink)
     downloads = Downloads(db, settings, events)

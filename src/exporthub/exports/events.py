@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporthub.accounts import User
 from exporthub.accounts.plans import (
@@ -26,7 +27,9 @@ from exporthub.accounts.plans import (
     claim_usage_warning,
     subscription_payload,
     usage,
+    usage_of,
 )
+from exporthub.accounts.users import users_by_uuid
 from exporthub.exports import jobs as job_store
 from exporthub.exports import messages
 from exporthub.exports.constants import (
@@ -240,18 +243,39 @@ class JobEvents:
 
     async def snapshot(self, user: User) -> dict[str, Any]:
         """``complete_update``: recent activity, usage and subscription."""
-        recent, _ = await job_store.page(
-            self._db, user.id, limit=RECENT_ACTIVITY, offset=0
-        )
-        used = await usage(self._db, user)
-        return messages.message(
-            Dashboard.COMPLETE_UPDATE,
-            {
-                "activity": [messages.activity(j, self._public_url) for j in recent],
-                "usage": used.to_payload(),
-                "subscription": subscription_payload(user),
-            },
-        )
+        async with self._db.engine.connect() as conn:
+            return (await self._snapshots(conn, [user]))[user.uuid]
+
+    async def snapshots_by_uuid(self, uuids: list[str]) -> dict[str, bytes]:
+        """The encoded ``complete_update`` of each existing user among
+        ``uuids``, in three queries however many there are."""
+        async with self._db.engine.connect() as conn:
+            found = await users_by_uuid(conn, uuids)
+            if not found:
+                return {}
+            built = await self._snapshots(conn, found)
+        return {uuid: orjson.dumps(body) for uuid, body in built.items()}
+
+    async def _snapshots(
+        self, conn: AsyncConnection, of: list[User]
+    ) -> dict[str, dict[str, Any]]:
+        ids = [user.id for user in of]
+        recent = await job_store.recent_by_user(conn, ids, limit=RECENT_ACTIVITY)
+        used = await usage_of(conn, of)
+        return {
+            user.uuid: messages.message(
+                Dashboard.COMPLETE_UPDATE,
+                {
+                    "activity": [
+                        messages.activity(job, self._public_url)
+                        for job in recent[user.id]
+                    ],
+                    "usage": used[user.id].to_payload(),
+                    "subscription": subscription_payload(user),
+                },
+            )
+            for user in of
+        }
 
     # -- plumbing ----------------------------------------------------------
 

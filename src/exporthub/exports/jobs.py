@@ -151,6 +151,27 @@ async def page(
     return [_job(r) for r in rows], int(count)
 
 
+async def recent_by_user(
+    conn: AsyncConnection, user_ids: list[int], *, limit: int
+) -> dict[int, list[Job]]:
+    """The newest ``limit`` jobs of each user, newest first, in one query."""
+    rank = (
+        func.row_number()
+        .over(partition_by=jobs.c.user_id, order_by=jobs.c.id.desc())
+        .label("rank")
+    )
+    ranked = select(jobs, rank).where(jobs.c.user_id.in_(user_ids)).subquery()
+    rows = await conn.execute(
+        select(ranked)
+        .where(ranked.c.rank <= limit)
+        .order_by(ranked.c.user_id, ranked.c.id.desc())
+    )
+    recent: dict[int, list[Job]] = {user_id: [] for user_id in user_ids}
+    for row in rows:
+        recent[row.user_id].append(_job(row))
+    return recent
+
+
 async def claim(db: Database, worker_id: str, lease: float) -> Job | None:
     """Take the oldest runnable queued job for ``worker_id``, or None.
 

@@ -1,0 +1,93 @@
+"""Run many lookups of the same kind as one.
+
+When thousands of clients connect at once, each wants the same kind of
+answer from the database (its dashboard snapshot). Asking once per client
+costs a round trip and a query each; a :class:`Coalescer` gathers the keys
+asked for while the previous batch was loading and loads them together, so
+the number of queries follows the number of batches, not of callers. A lone
+caller waits for nothing but its own batch of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from itertools import islice
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+Load = Callable[[list[K]], Awaitable[Mapping[K, V]]]
+
+
+class Coalescer(Generic[K, V]):
+    """Batches :meth:`get` calls into calls of ``load``.
+
+    Args:
+        load: takes distinct keys, returns the value of each key found; a key
+            it leaves out is answered with None. If it raises, every caller
+            of that batch gets the exception.
+        max_batch: the most keys passed to one ``load`` call.
+    """
+
+    def __init__(self, load: Load[K, V], *, max_batch: int = 500) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._load = load
+        self._max_batch = max_batch
+        self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
+        self._drainer: asyncio.Task[None] | None = None
+        self.batches = 0
+        """How many times ``load`` has been called."""
+
+    async def get(self, key: K) -> V | None:
+        """The value of ``key``, loaded with whatever else is asked for now."""
+        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if self._drainer is None:
+            # Started on the next turn of the loop, so callers arriving in
+            # this one share the first batch.
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        batch: dict[K, list[asyncio.Future[V | None]]] = {}
+        try:
+            while self._waiting:
+                keys = list(islice(self._waiting, self._max_batch))
+                batch = {key: self._waiting.pop(key) for key in keys}
+                self.batches += 1
+                try:
+                    found = await self._load(keys)
+                except Exception as exc:  # every caller of the batch gets it
+                    for futures in batch.values():
+                        _settle(futures, error=exc)
+                else:
+                    for key, futures in batch.items():
+                        _settle(futures, value=found.get(key))
+                batch = {}
+        except BaseException:
+            # Cancelled (the server is stopping): nobody is left waiting.
+            for futures in (*batch.values(), *self._waiting.values()):
+                for future in futures:
+                    future.cancel()
+            self._waiting.clear()
+            raise
+        finally:
+            self._drainer = None
+
+
+def _settle(
+    futures: list[asyncio.Future[V | None]],
+    *,
+    value: V | None = None,
+    error: Exception | None = None,
+) -> None:
+    for future in futures:
+        if future.done():  # its caller went away
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
