@@ -214,6 +214,7 @@ def create_app(
     app.state.worker = worker
     app.state.dispatcher = dispatcher
     app.state.websocket_endpoint = endpoint
+    app.state.websocket_path = WEBSOCKET_PATH
     return app
 
 

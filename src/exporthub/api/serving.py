@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from exporthub.config import Settings
+from exporthub.realtime.direct import protocol_class
 
 if TYPE_CHECKING:
     from exporthub.api.app import WebSocketFirst
@@ -57,6 +58,16 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def websocket_protocol(app: Starlette | WebSocketFirst) -> str | type[Any]:
+    """What uvicorn serves WebSockets with: the channel server's own
+    protocol (:mod:`exporthub.realtime.direct`) when the app has one,
+    otherwise the websockets library's sans-I/O implementation."""
+    endpoint = getattr(app.state, "websocket_endpoint", None)
+    if endpoint is None:
+        return "websockets-sansio"
+    return protocol_class(endpoint, app.state.websocket_path)
+
+
 def serve(
     app: Starlette | WebSocketFirst, host: str, port: int, settings: Settings
 ) -> None:
@@ -75,9 +86,7 @@ def serve(
         port=port,
         log_level="warning",
         access_log=False,
-        # The sans-I/O implementation of the websockets library, the one
-        # the benchmark measured fastest under uvicorn.
-        ws="websockets-sansio",
+        ws=websocket_protocol(app),
         # The channel server pings at the protocol level; frames over its
         # limit are refused by the session with a clear close code.
         ws_ping_interval=None,

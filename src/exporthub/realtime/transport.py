@@ -122,15 +122,14 @@ class WebSocketEndpoint:
         outbox = _Outbox(self.node.config.max_queue_bytes)
         session = Session(self.node, outbox)
         outbox.session = session
-        self._open[session] = None
-        self._all_closed.clear()
+        self.register(session)
         # One task writes; this one reads until the peer or the server
         # ends the connection (uvicorn reports both as a disconnect).
         writer = asyncio.ensure_future(outbox.run(send))
         try:
             await self._read(session, receive)
         finally:
-            self._forget(session)
+            self.forget(session)
             session.closed()
             outbox.session = None  # No cycle left for the collector.
             writer.cancel()
@@ -143,7 +142,13 @@ class WebSocketEndpoint:
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("transport task ended", exc_info=True)
 
-    def _forget(self, session: Session) -> None:
+    def register(self, session: Session) -> None:
+        """Count ``session`` among the open connections that drain closes."""
+        self._open[session] = None
+        self._all_closed.clear()
+
+    def forget(self, session: Session) -> None:
+        """``session``'s connection is gone."""
         self._open.pop(session, None)
         if not self._open:
             self._all_closed.set()

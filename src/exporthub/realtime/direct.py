@@ -1,0 +1,286 @@
+"""The channel server's WebSocket served straight from uvicorn's socket.
+
+Under ASGI every message crosses a ``send`` coroutine, a message dict and a
+queue, and every connection needs a writer task. :func:`protocol_class`
+instead builds a class uvicorn uses as its WebSocket implementation
+(``uvicorn.Config(ws=...)``): the handshake and the framing are done by the
+sans-I/O protocol of the ``websockets`` library, and the bytes go straight
+between the socket and a :class:`Session`.
+
+- Messages a session writes during one turn of the event loop go out as a
+  single frame per connection, newline-separated, when the turn ends; a
+  publication to 10k subscribers is one pass over them.
+- Frames a client sends are handled in order by a task that lives only
+  while there is something to handle.
+- A client whose socket buffer passes ``max_queue_bytes`` is disconnected
+  as slow, as the ASGI transport does.
+- The connections are registered with the :class:`WebSocketEndpoint`, so
+  its ``drain`` closes them too.
+
+Only the channel path is served this way; any other WebSocket path is
+answered with 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+
+from exporthub.realtime.codes import Disconnect
+from exporthub.realtime.session import Session
+from exporthub.realtime.transport import WebSocketEndpoint
+
+logger = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 10.0
+"""Seconds a client has to answer our close frame before the socket goes."""
+INBOX_PAUSE = 64
+"""Unhandled frames from one client before its socket stops being read."""
+
+
+class _Flusher:
+    """Writes, once per turn of the event loop, what each connection was
+    given during it."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[_ChannelProtocol] = []
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def mark(self, connection: _ChannelProtocol) -> None:
+        self._dirty.append(connection)
+        if not self._scheduled:
+            self._scheduled = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for connection in dirty:
+            connection.flush()
+
+
+class _ChannelProtocol(asyncio.Protocol):
+    """One WebSocket connection; also the :class:`Session`'s transport."""
+
+    endpoint: WebSocketEndpoint
+    path: str
+    flusher: _Flusher
+
+    __slots__ = (
+        "_close_timer",
+        "_closing",
+        "_connections",
+        "_inbox",
+        "_loop",
+        "_max_queue",
+        "_pending",
+        "_reading",
+        "_session",
+        "_task",
+        "_transport",
+        "_ws",
+    )
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        node = self.endpoint.node
+        self._loop = _loop or asyncio.get_running_loop()
+        self._connections: set[Any] = server_state.connections
+        # Frames over the node's limit are refused by the session itself,
+        # with its own close code; the library only stops absurd ones.
+        self._ws = ServerProtocol(max_size=node.config.max_frame_bytes * 2)
+        self._max_queue = node.config.max_queue_bytes
+        self._transport: asyncio.Transport | None = None
+        self._session: Session | None = None
+        self._pending: list[bytes] = []
+        self._inbox: deque[bytes] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._reading = True
+
+    # -- asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        ws = self._ws
+        ws.receive_data(data)
+        if ws.handshake_exc is not None and self._session is None:
+            self._refuse_handshake()
+            return
+        for event in ws.events_received():
+            if isinstance(event, Frame):
+                opcode = event.opcode
+                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                    self._received(bytes(event.data))
+            elif isinstance(event, Request):
+                self._handshake(event)
+        self._send_output()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        self._closing = True
+        self._pending.clear()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if self._task is not None:
+            self._task.cancel()
+        session = self._session
+        if session is not None:
+            self.endpoint.forget(session)
+            session.closed()
+        # Nothing holds the session or this protocol after this.
+        self._session = None
+
+    def pause_writing(self) -> None:
+        # The buffer size is checked on every flush; see flush().
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping: say so to a client still here, then go."""
+        if self._session is not None:
+            self._session.disconnect(Disconnect.SHUTDOWN)
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- the session's transport -------------------------------------------
+
+    def write(self, message: bytes) -> None:
+        if self._closing:
+            return
+        if not self._pending:
+            self.flusher.mark(self)
+        self._pending.append(message)
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self.flush()
+        self._closing = True
+        try:
+            self._ws.send_close(code, reason)
+        except InvalidState:  # the client closed first
+            return
+        self._send_output()
+        if self._transport is not None and not self._transport.is_closing():
+            self._close_timer = self._loop.call_later(
+                CLOSE_TIMEOUT, self._transport.close
+            )
+
+    def flush(self) -> None:
+        """Send what the session wrote since the last flush, as one frame."""
+        pending = self._pending
+        if not pending or self._closing:
+            pending.clear()
+            return
+        frame = pending[0] if len(pending) == 1 else b"\n".join(pending)
+        pending.clear()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._ws.send_text(frame)
+        transport.write(b"".join(self._ws.data_to_send()))
+        if transport.get_write_buffer_size() > self._max_queue and self._session:
+            self._session.disconnect(Disconnect.SLOW)
+
+    # -- internals ----------------------------------------------------------
+
+    def _handshake(self, request: Request) -> None:
+        ws = self._ws
+        if request.path.partition("?")[0] != self.path:
+            response = ws.reject(404, "Not Found\n")
+        else:
+            response = ws.accept(request)
+        ws.send_response(response)
+        if response.status_code != 101:
+            self._send_output()
+            if self._transport is not None:
+                self._transport.close()
+            return
+        session = Session(self.endpoint.node, self)
+        self._session = session
+        self.endpoint.register(session)
+        if self.endpoint.node.draining:
+            self._send_output()
+            session.disconnect(Disconnect.SHUTDOWN)
+
+    def _refuse_handshake(self) -> None:
+        output = b"".join(self._ws.data_to_send())
+        if not output:
+            output = self._ws.reject(400, "Invalid WebSocket handshake\n").serialize()
+        if self._transport is not None:
+            self._transport.write(output)
+            self._transport.close()
+
+    def _send_output(self) -> None:
+        """Write what the library queued (handshake, pongs, close frames);
+        an empty chunk means the connection is to be closed."""
+        transport = self._transport
+        if transport is None:
+            return
+        for chunk in self._ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+            else:
+                transport.close()
+
+    def _received(self, data: bytes) -> None:
+        if self._session is None or self._closing:
+            return
+        self._inbox.append(data)
+        if self._task is None:
+            self._task = self._loop.create_task(self._handle_inbox())
+        elif len(self._inbox) >= INBOX_PAUSE and self._reading:
+            self._reading = False
+            if self._transport is not None:
+                self._transport.pause_reading()
+
+    async def _handle_inbox(self) -> None:
+        inbox = self._inbox
+        try:
+            while inbox and not self._closing and self._session is not None:
+                await self._session.handle_frame(inbox.popleft())
+                if not self._reading and len(inbox) < INBOX_PAUSE // 2:
+                    self._reading = True
+                    if self._transport is not None:
+                        self._transport.resume_reading()
+        except Exception:
+            logger.exception("handling a client frame failed")
+            if self._session is not None:
+                self._session.disconnect(Disconnect.INTERNAL)
+        finally:
+            self._task = None
+
+
+def protocol_class(endpoint: WebSocketEndpoint, path: str) -> type[asyncio.Protocol]:
+    """A uvicorn WebSocket implementation serving ``endpoint``'s node on
+    ``path``: pass it as ``uvicorn.Config(ws=...)``."""
+    return type(
+        "ChannelProtocol",
+        (_ChannelProtocol,),
+        {"endpoint": endpoint, "path": path, "flusher": _Flusher(), "__slots__": ()},
+    )
