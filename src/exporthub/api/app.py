@@ -78,6 +78,7 @@ def node_config(settings: Settings) -> NodeConfig:
         ping_interval=settings.ping_interval,
         pong_timeout=settings.pong_timeout,
         max_frame_bytes=settings.max_frame_bytes,
+        max_queue_bytes=settings.max_queue_bytes,
         namespaces={
             name: ChannelOptions(history=history)
             for name, history in namespace_history(settings).items()

@@ -1,0 +1,109 @@
+"""The channel server's WebSocket as ``exporthub serve`` runs it: other
+paths, clients that send a lot at once and clients that stop reading."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+import websockets
+from cent import AsyncClient, PublishRequest
+
+from servers import run_server
+from watcher import token_getter
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+API_KEY = "server-api-key-for-the-websocket-tests"
+QUEUE_LIMIT = 256 * 1024
+PAYLOAD = "x" * 32 * 1024
+PUBLICATIONS = 600  # ~19 MiB, more than the socket buffers of loopback hold
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    data = tmp_path_factory.mktemp("websocket") / "data"
+    with run_server(
+        data,
+        EXPORTHUB_API_KEY=API_KEY,
+        EXPORTHUB_MAX_QUEUE_BYTES=str(QUEUE_LIMIT),
+    ) as running:
+        yield running
+
+
+async def connected(server, user, **options) -> websockets.ClientConnection:
+    """A raw connection past its connect reply and dashboard snapshot."""
+    token = await token_getter(server.url, user["api_key"])()
+    ws = await websockets.connect(server.ws_url, **options)
+    await ws.send(orjson.dumps({"id": 1, "connect": {"token": token}}).decode())
+    seen: list[dict] = []
+    while not any("push" in m for m in seen):
+        seen += [orjson.loads(line) for line in (await ws.recv()).split("\n")]
+    assert "connect" in seen[0]
+    return ws
+
+
+def messages(frame: str) -> list[dict]:
+    return [orjson.loads(line) for line in frame.split("\n")]
+
+
+async def test_another_websocket_path_is_refused_with_404(server) -> None:
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(server.ws_url.replace("/websocket", "/other"))
+    assert refused.value.response.status_code == 404
+
+
+async def test_commands_sent_all_at_once_are_answered_in_order(server) -> None:
+    user = server.create_user("pipeline@example.com")
+    ws = await connected(server, user)
+    try:
+        for command_id in range(2, 302):
+            await ws.send(f'{{"id":{command_id},"ping":{{}}}}')
+        replies: list[dict] = []
+        while len(replies) < 300:
+            replies += messages(await ws.recv())
+        assert replies == [{"id": i, "ping": {}} for i in range(2, 302)]
+    finally:
+        await ws.close()
+
+
+async def test_a_client_that_stops_reading_is_dropped_as_slow(server) -> None:
+    slow_user = server.create_user("slow@example.com")
+    fast_user = server.create_user("fast@example.com")
+    # The library stops reading the socket once a frame is waiting.
+    slow = await connected(server, slow_user, max_queue=1, max_size=None)
+    fast = await connected(server, fast_user, max_size=None)
+    received = 0
+
+    async def read_fast() -> None:
+        nonlocal received
+        while received < PUBLICATIONS:
+            for message in messages(await fast.recv()):
+                if message.get("push", {}).get("pub"):
+                    received += 1
+
+    reader = asyncio.ensure_future(read_fast())
+    api = AsyncClient(f"{server.url}/api", API_KEY)
+    try:
+        for _ in range(PUBLICATIONS):
+            for user in (slow_user, fast_user):
+                await api.publish(
+                    PublishRequest(
+                        channel=f"exports:{user['uuid']}", data={"pad": PAYLOAD}
+                    )
+                )
+        await asyncio.wait_for(reader, 30)
+        # The slow client finds, after what was buffered, the server's close.
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(slow.recv(), 30)
+        assert (slow.close_code, slow.close_reason) == (3008, "slow")
+        assert received == PUBLICATIONS
+        await fast.send('{"id":9,"ping":{}}')
+        assert messages(await fast.recv()) == [{"id": 9, "ping": {}}]
+    finally:
+        reader.cancel()
+        await api.close()
+        await slow.close()
+        await fast.close()
