@@ -249,11 +249,22 @@ def test_the_page_follows_an_export_without_polling(page: Page, user) -> None:
     assert requests == ["POST api/public/auth/socket", "POST api/v3/job"]
 
 
-def test_a_failing_export_shows_its_toast(page: Page, user) -> None:
+def test_a_failing_export_shows_its_toast(page: Page, server, user) -> None:
     sign_in(page, user["api_key"])
     start_export(page, story_url(MISSING_STORY))
     toast = page.locator("#toasts .toast[data-level='error']")
-    expect(toast).to_have_count(1, timeout=WAIT_MS)
+    try:
+        expect(toast).to_have_count(1, timeout=WAIT_MS)
+    except AssertionError as exc:
+        # Say what the server and the page knew when the toast did not come.
+        jobs = httpx.get(
+            server.url + "/api/v3/jobs", headers={"X-AUTH-TOKEN": user["api_key"]}
+        ).json()
+        raise AssertionError(
+            f"no error toast; jobs: {jobs['data']}; "
+            f"connection: {page.locator('#connection').text_content()!r}; "
+            f"toasts: {page.locator('#toasts').inner_text()!r}"
+        ) from exc
     expect(toast.locator(".toast-title")).to_have_text("Export failed")
     expect(toast.locator(".toast-message")).to_have_text(
         f"The export of {story_url(MISSING_STORY)} failed: "
