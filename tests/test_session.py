@@ -345,3 +345,26 @@ async def test_a_closed_session_leaves_the_hub(node: Node) -> None:
     session.closed()
     assert node.hub.subscribers("exports:u1") == []
     assert node.connection_count == 0
+
+
+async def test_a_pong_taken_at_once_keeps_the_connection(node: Node) -> None:
+    node.config.ping_interval = 0.05
+    node.config.pong_timeout = 0.04
+    session, transport = await connected(node)
+    for _ in range(8):
+        await asyncio.sleep(0.03)
+        if {} in transport.sent:
+            transport.sent.clear()
+            assert session.take_pong(b"{}") is True
+    assert transport.closed is None
+
+
+async def test_only_a_bare_pong_of_a_connected_session_is_taken_at_once(
+    node: Node,
+) -> None:
+    waiting, _ = open_session(node)
+    assert waiting.take_pong(b"{}") is False
+    session, transport = await connected(node)
+    assert session.take_pong(b'{"id":2,"ping":{}}') is False
+    assert session.take_pong(b"{}\n{}") is False
+    assert transport.sent == []

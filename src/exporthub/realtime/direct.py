@@ -249,8 +249,11 @@ class _ChannelProtocol(asyncio.Protocol):
                 transport.close()
 
     def _received(self, data: bytes) -> None:
-        if self._session is None or self._closing:
+        session = self._session
+        if session is None or self._closing:
             return
+        if self._task is None and session.take_pong(data):
+            return  # Every client's answer to every ping: no task for it.
         self._inbox.append(data)
         if self._task is None:
             self._task = self._loop.create_task(self._handle_inbox())

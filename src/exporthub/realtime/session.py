@@ -576,6 +576,15 @@ class Session:
         loop = asyncio.get_running_loop()
         self._ping_timer = loop.call_later(max(remaining, 0.0), self._send_ping)
 
+    def take_pong(self, frame: bytes) -> bool:
+        """Take ``frame`` at once if it is a bare pong (``{}``, what clients
+        answer every ping with) and return True; anything else goes through
+        :meth:`handle_frame`."""
+        if frame != protocol.EMPTY_OBJECT or self.state is not State.CONNECTED:
+            return False
+        self._pong_deadline = None
+        return True
+
     def _pong(self) -> None:
         if self.state is not State.CONNECTED:
             raise DisconnectError(Disconnect.BAD_REQUEST, "connect first")
