@@ -431,3 +431,39 @@ async def test_join_and_leave_events_reach_every_node(
         await got.wait_for(lambda: len(got.events) == 2)
     assert got.events == [(CHANNEL, JOIN, ALICE), (CHANNEL, LEAVE, ALICE)]
     assert got.offsets() == [1]
+
+
+async def test_a_broadcast_over_redis_answers_each_channel_in_order(
+    redis_prefix: str,
+) -> None:
+    # Redis publishes wait on the network, so a broadcast runs them together;
+    # the answers still come back in the order of the channels.
+    from exporthub.realtime import ServerAPI
+
+    options = ChannelOptions(history=HISTORY)
+    config = NodeConfig(ping_interval=0, namespaces={"exports": options})
+    node = Node(config, SECRET, broker=RedisBroker(REDIS_URL, prefix=redis_prefix))
+    await node.start()
+    try:
+        assert node.broker.publish_waits is True
+        api = ServerAPI(node, "key")
+        await node.publish("exports:u2", {"first": True})
+        reply = await api.call(
+            "broadcast",
+            {"channels": ["exports:u1", "exports:u2", "nowhere:1"], "data": {"n": 1}},
+        )
+        epochs = [
+            (await node.broker.history(ch, limit=0)).position.epoch
+            for ch in ("exports:u1", "exports:u2")
+        ]
+    finally:
+        await node.shutdown()
+    assert reply == {
+        "result": {
+            "responses": [
+                {"result": {"offset": 1, "epoch": epochs[0]}},
+                {"result": {"offset": 2, "epoch": epochs[1]}},
+                {"error": {"code": 102, "message": "unknown channel"}},
+            ]
+        }
+    }

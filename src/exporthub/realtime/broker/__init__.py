@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from exporthub.realtime.protocol import ClientInfo, Publication
 
@@ -82,6 +83,12 @@ class Broker(ABC):
     offset and epoch. :meth:`subscribe` returns once publications of the
     channel are flowing, so history read afterwards leaves no gap.
     """
+
+    publish_waits: ClassVar[bool] = True
+    """Whether :meth:`publish` waits on something outside the process, so
+    that publishing several channels at once is worth a task each. A broker
+    whose publish completes without waiting says False, and a broadcast
+    then publishes one channel after the other."""
 
     @abstractmethod
     async def start(self, handler: PublicationHandler) -> None:
