@@ -22,7 +22,7 @@ from exporthub.config import Settings
 from exporthub.realtime.direct import protocol_class
 
 if TYPE_CHECKING:
-    from exporthub.api.app import WebSocketFirst
+    from exporthub.api.app import FrontDoor
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class GracefulServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def websocket_protocol(app: Starlette | WebSocketFirst) -> str | type[Any]:
+def websocket_protocol(app: Starlette | FrontDoor) -> str | type[Any]:
     """What uvicorn serves WebSockets with: the channel server's own
     protocol (:mod:`exporthub.realtime.direct`) when the app has one,
     otherwise the websockets library's sans-I/O implementation."""
@@ -68,9 +68,7 @@ def websocket_protocol(app: Starlette | WebSocketFirst) -> str | type[Any]:
     return protocol_class(endpoint, app.state.websocket_path)
 
 
-def serve(
-    app: Starlette | WebSocketFirst, host: str, port: int, settings: Settings
-) -> None:
+def serve(app: Starlette | FrontDoor, host: str, port: int, settings: Settings) -> None:
     """Serve ``app`` (its ``state`` holds the channel server's endpoint as
     ``websocket_endpoint``) until SIGTERM or SIGINT, then shut down
     gracefully."""
