@@ -19,6 +19,7 @@ API_KEY = "server-api-key-for-the-websocket-tests"
 QUEUE_LIMIT = 256 * 1024
 PAYLOAD = "x" * 32 * 1024
 PUBLICATIONS = 600  # ~19 MiB, more than the socket buffers of loopback hold
+STALE_DELAY = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         data,
         EXPORTHUB_API_KEY=API_KEY,
         EXPORTHUB_MAX_QUEUE_BYTES=str(QUEUE_LIMIT),
+        EXPORTHUB_STALE_DELAY=str(STALE_DELAY),
     ) as running:
         yield running
 
@@ -107,3 +109,52 @@ async def test_a_client_that_stops_reading_is_dropped_as_slow(server) -> None:
         await api.close()
         await slow.close()
         await fast.close()
+
+
+async def test_a_message_sent_in_fragments_is_put_back_together(server) -> None:
+    user = server.create_user("fragments@example.com")
+    ws = await connected(server, user)
+    try:
+        await ws.send(['{"id":2,', '"ping"', ":{}}"])
+        await ws.send([b'{"id":3,"pi', b'ng":{}}'])
+        replies: list[dict] = []
+        while len(replies) < 2:
+            replies += messages(await ws.recv())
+        assert replies == [{"id": 2, "ping": {}}, {"id": 3, "ping": {}}]
+    finally:
+        await ws.close()
+
+
+async def test_a_burst_of_big_replies_is_cut_off_as_slow(server) -> None:
+    # Four history replies of ~400 KB each, asked for in one frame: they
+    # would pile up before reaching the socket; the limit stops them there.
+    user = server.create_user("burst@example.com")
+    channel = f"user:{user['uuid']}"
+    api = AsyncClient(f"{server.url}/api", API_KEY)
+    try:
+        for _ in range(4):
+            await api.publish(
+                PublishRequest(channel=channel, data={"pad": "y" * 100_000})
+            )
+    finally:
+        await api.close()
+    ws = await connected(server, user, max_size=None)
+    history = {"channel": channel, "limit": -1}
+    burst = "\n".join(
+        orjson.dumps({"id": i, "history": history}).decode() for i in range(2, 6)
+    )
+    await ws.send(burst)
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert (ws.close_code, ws.close_reason) == (3008, "slow")
+
+
+async def test_a_websocket_that_never_connects_is_closed_as_stale(server) -> None:
+    ws = await websockets.connect(server.ws_url)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 10)
+    waited = asyncio.get_running_loop().time() - started
+    assert (ws.close_code, ws.close_reason) == (3502, "stale")
+    assert STALE_DELAY * 0.5 < waited < STALE_DELAY * 5

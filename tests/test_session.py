@@ -368,3 +368,24 @@ async def test_only_a_bare_pong_of_a_connected_session_is_taken_at_once(
     assert session.take_pong(b'{"id":2,"ping":{}}') is False
     assert session.take_pong(b"{}\n{}") is False
     assert transport.sent == []
+
+
+async def test_a_connection_that_never_connects_is_closed_as_stale(
+    node: Node,
+) -> None:
+    node.config.stale_delay = 0.05
+    session, transport = open_session(node)
+    session.expect_connect()
+    await asyncio.sleep(0.15)
+    assert transport.closed == (3502, "stale")
+
+
+async def test_a_connection_that_connects_in_time_is_not_stale(node: Node) -> None:
+    node.config.stale_delay = 0.1
+    session, transport = open_session(node)
+    session.expect_connect()
+    token = issue(SECRET, "u1", ttl=60)
+    await session.handle_frame(orjson.dumps({"id": 1, "connect": {"token": token}}))
+    await asyncio.sleep(0.25)
+    assert session.state is State.CONNECTED
+    assert transport.closed is None

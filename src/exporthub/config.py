@@ -84,6 +84,7 @@ class Settings:
     pong_timeout: float = 8.0
     max_frame_bytes: int = 64 * 1024
     max_queue_bytes: int = 4 * 1024 * 1024
+    stale_delay: float = 10.0
     max_body_bytes: int = 1024 * 1024
     worker_concurrency: int = 2
     job_lease: float = 30.0
@@ -125,6 +126,7 @@ class Settings:
             pong_timeout=_float("PONG_TIMEOUT", 8.0),
             max_frame_bytes=_int("MAX_FRAME_BYTES", 64 * 1024),
             max_queue_bytes=_int("MAX_QUEUE_BYTES", 4 * 1024 * 1024),
+            stale_delay=_float("STALE_DELAY", 10.0),
             max_body_bytes=_int("MAX_BODY_BYTES", 1024 * 1024),
             worker_concurrency=_int("WORKER_CONCURRENCY", 2),
             job_lease=_float("JOB_LEASE", 30.0),

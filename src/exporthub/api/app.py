@@ -81,6 +81,7 @@ def node_config(settings: Settings) -> NodeConfig:
         pong_timeout=settings.pong_timeout,
         max_frame_bytes=settings.max_frame_bytes,
         max_queue_bytes=settings.max_queue_bytes,
+        stale_delay=settings.stale_delay,
         namespaces={
             name: ChannelOptions(history=history)
             for name, history in namespace_history(settings).items()

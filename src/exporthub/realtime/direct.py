@@ -12,8 +12,12 @@ between the socket and a :class:`Session`.
   publication to 10k subscribers is one pass over them.
 - Frames a client sends are handled in order by a task that lives only
   while there is something to handle.
-- A client whose socket buffer passes ``max_queue_bytes`` is disconnected
-  as slow, as the ASGI transport does.
+- A client whose unsent messages pass ``max_queue_bytes`` (counted before
+  and after they reach the socket's buffer) is disconnected as slow, as the
+  ASGI transport does; a client that does not answer a close frame within
+  ten seconds is dropped with whatever was still unsent.
+- A message sent in several frames is put back together before the
+  session sees it.
 - The connections are registered with the :class:`WebSocketEndpoint`, so
   its ``drain`` closes them too.
 
@@ -68,7 +72,12 @@ class _Flusher:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for connection in dirty:
-            connection.flush()
+            try:
+                connection.flush()
+            except Exception:
+                # One connection's failure must not keep the rest waiting.
+                logger.exception("writing to a connection failed")
+                connection.abort()
 
 
 class _ChannelProtocol(asyncio.Protocol):
@@ -82,10 +91,12 @@ class _ChannelProtocol(asyncio.Protocol):
         "_close_timer",
         "_closing",
         "_connections",
+        "_fragments",
         "_inbox",
         "_loop",
         "_max_queue",
         "_pending",
+        "_pending_bytes",
         "_reading",
         "_session",
         "_task",
@@ -110,6 +121,8 @@ class _ChannelProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._fragments: list[bytes] | None = None
         self._inbox: deque[bytes] = deque()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -132,7 +145,18 @@ class _ChannelProtocol(asyncio.Protocol):
             if isinstance(event, Frame):
                 opcode = event.opcode
                 if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                    self._received(bytes(event.data))
+                    if event.fin:
+                        self._received(bytes(event.data))
+                    else:
+                        self._fragments = [bytes(event.data)]
+                elif opcode is Opcode.CONT and self._fragments is not None:
+                    # The library checks the order of fragments and the
+                    # size of the whole message.
+                    self._fragments.append(bytes(event.data))
+                    if event.fin:
+                        message = b"".join(self._fragments)
+                        self._fragments = None
+                        self._received(message)
             elif isinstance(event, Request):
                 self._handshake(event)
         self._send_output()
@@ -161,7 +185,11 @@ class _ChannelProtocol(asyncio.Protocol):
         pass
 
     def shutdown(self) -> None:
-        """uvicorn is stopping: say so to a client still here, then go."""
+        """uvicorn is stopping: say so to a client still here, then go; a
+        client already told, and still here, is dropped."""
+        if self._closing:
+            self.abort()
+            return
         if self._session is not None:
             self._session.disconnect(Disconnect.SHUTDOWN)
         if self._transport is not None:
@@ -175,6 +203,14 @@ class _ChannelProtocol(asyncio.Protocol):
         if not self._pending:
             self.flusher.mark(self)
         self._pending.append(message)
+        self._pending_bytes += len(message)
+        if self._pending_bytes > self._max_queue:
+            # Replies to a burst of commands pile up within one loop turn:
+            # bound them here, not only once they reach the socket.
+            self._pending.clear()
+            self._pending_bytes = 0
+            if self._session is not None:
+                self._session.disconnect(Disconnect.SLOW)
 
     def close(self, code: int, reason: str) -> None:
         if self._closing:
@@ -187,18 +223,26 @@ class _ChannelProtocol(asyncio.Protocol):
             return
         self._send_output()
         if self._transport is not None and not self._transport.is_closing():
-            self._close_timer = self._loop.call_later(
-                CLOSE_TIMEOUT, self._transport.close
-            )
+            # A client that does not answer within the timeout may not be
+            # reading at all: drop what is still unsent rather than wait.
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent data included."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
 
     def flush(self) -> None:
         """Send what the session wrote since the last flush, as one frame."""
         pending = self._pending
         if not pending or self._closing:
             pending.clear()
+            self._pending_bytes = 0
             return
         frame = pending[0] if len(pending) == 1 else b"\n".join(pending)
         pending.clear()
+        self._pending_bytes = 0
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -224,6 +268,7 @@ class _ChannelProtocol(asyncio.Protocol):
         session = Session(self.endpoint.node, self)
         self._session = session
         self.endpoint.register(session)
+        session.expect_connect()
         if self.endpoint.node.draining:
             self._send_output()
             session.disconnect(Disconnect.SHUTDOWN)

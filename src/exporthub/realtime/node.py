@@ -83,6 +83,10 @@ class NodeConfig:
         name: this node's name in the server API's ``info``.
         idempotency_ttl: seconds a publish result is remembered for its
             idempotency key.
+        max_queue_bytes: unsent bytes a client may let pile up before it is
+            closed as slow (3008).
+        stale_delay: seconds a new connection has to send ``connect``
+            before it is closed as stale (3502); 0 waits forever.
     """
 
     version: str = "exporthub"
@@ -93,6 +97,7 @@ class NodeConfig:
     max_frame_bytes: int = 64 * 1024
     max_channel_length: int = 255
     max_queue_bytes: int = 4 * 1024 * 1024
+    stale_delay: float = 10.0
     namespaces: dict[str, ChannelOptions] = field(
         default_factory=lambda: {"": ChannelOptions()}
     )

@@ -104,6 +104,7 @@ class Session:
         "_expiry_timer",
         "_ping_timer",
         "_pong_deadline",
+        "_stale_timer",
         "client_id",
         "expires_at",
         "node",
@@ -124,6 +125,20 @@ class Session:
         self._ping_timer: asyncio.TimerHandle | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._pong_deadline: float | None = None
+        self._stale_timer: asyncio.TimerHandle | None = None
+
+    def expect_connect(self) -> None:
+        """Close the connection as stale (3502) unless it has sent a valid
+        ``connect`` within ``node.config.stale_delay`` seconds."""
+        delay = self.node.config.stale_delay
+        if delay > 0 and self.state is State.CONNECTING:
+            loop = asyncio.get_running_loop()
+            self._stale_timer = loop.call_later(delay, self._check_stale)
+
+    def _check_stale(self) -> None:
+        self._stale_timer = None
+        if self.state is State.CONNECTING:
+            self.disconnect(Disconnect.STALE)
 
     # -- input -----------------------------------------------------------
 
@@ -225,6 +240,9 @@ class Session:
             self._flush_pending(channel)
         for channel in claims.channels:
             await self.node.announce_join(self, channel)
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
+            self._stale_timer = None
         self._schedule_ping()
         await self.node.connected(self)
 
@@ -651,12 +669,12 @@ class Session:
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
-        for timer in (self._ping_timer, self._expiry_timer):
+        for timer in (self._ping_timer, self._expiry_timer, self._stale_timer):
             if timer is not None:
                 timer.cancel()
         # Cancelled handles still hold this session; let it go without
         # waiting for the cyclic collector.
-        self._ping_timer = self._expiry_timer = None
+        self._ping_timer = self._expiry_timer = self._stale_timer = None
         self.node.unregister(self)
 
 

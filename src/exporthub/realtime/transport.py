@@ -123,6 +123,7 @@ class WebSocketEndpoint:
         session = Session(self.node, outbox)
         outbox.session = session
         self.register(session)
+        session.expect_connect()
         # One task writes; this one reads until the peer or the server
         # ends the connection (uvicorn reports both as a disconnect).
         writer = asyncio.ensure_future(outbox.run(send))

@@ -1,0 +1,128 @@
+"""The direct WebSocket protocol driven byte by byte, on a recording
+transport: what happens when a client stops answering, and when writing to
+one connection fails."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from websockets.frames import Frame, Opcode
+
+from exporthub.realtime import (
+    ChannelOptions,
+    Node,
+    NodeConfig,
+    WebSocketEndpoint,
+    direct,
+)
+from exporthub.realtime.tokens import issue
+
+SECRET = "direct-protocol-test-secret-0123456789"
+
+PATH = "/connection/websocket"
+KEY = base64.b64encode(b"0123456789abcdef").decode()
+HANDSHAKE = (
+    f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n"
+).encode()
+
+
+@pytest.fixture
+async def node():
+    node = Node(
+        NodeConfig(ping_interval=0, namespaces={"exports": ChannelOptions()}),
+        SECRET,
+    )
+    await node.start()
+    yield node
+    await node.shutdown()
+
+
+class Transport(asyncio.Transport):
+    """Records what is written; can be told to fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+        self.aborted = False
+        self.fail = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        if self.fail:
+            raise OSError("the socket is gone")
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def client_frame(text: str) -> bytes:
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=True, extensions=[])
+
+
+async def open_connection(protocol_class) -> tuple[asyncio.Protocol, Transport]:
+    server_state = SimpleNamespace(connections=set())
+    protocol = protocol_class(config=None, server_state=server_state, app_state={})
+    transport = Transport()
+    protocol.connection_made(transport)
+    protocol.data_received(HANDSHAKE)
+    assert transport.written.startswith(b"HTTP/1.1 101 ")
+    transport.written = b""
+    token = issue(SECRET, "u1", ttl=60, channels=["exports:u1"])
+    protocol.data_received(
+        client_frame(orjson.dumps({"id": 1, "connect": {"token": token}}).decode())
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert b'"connect"' in transport.written
+    return protocol, transport
+
+
+async def test_a_client_that_does_not_answer_the_close_is_dropped(
+    node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(direct, "CLOSE_TIMEOUT", 0.05)
+    endpoint = WebSocketEndpoint(node)
+    protocol, transport = await open_connection(direct.protocol_class(endpoint, PATH))
+    protocol.close(3001, "shutdown")
+    assert not transport.aborted
+    await asyncio.sleep(0.15)
+    assert transport.aborted
+
+
+async def test_a_failed_write_to_one_connection_does_not_hold_up_the_others(
+    node,
+) -> None:
+    endpoint = WebSocketEndpoint(node)
+    protocol_class = direct.protocol_class(endpoint, PATH)
+    broken, broken_transport = await open_connection(protocol_class)
+    healthy, healthy_transport = await open_connection(protocol_class)
+    broken_transport.fail = True
+    healthy_transport.written = b""
+    broken.write(b'{"a":1}')
+    healthy.write(b'{"b":2}')
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert broken_transport.aborted
+    assert healthy_transport.written.endswith(b'{"b":2}')
