@@ -30,6 +30,32 @@ def postgres_url():
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    """A new database of each kind in turn: SQLite in the test's directory,
+    then a PostgreSQL database of this test alone."""
+    import backends
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'exporthub.db'}"
+        return
+    with backends.postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def db(database_url):
+    """:func:`database_url`'s database with the schema, closed after."""
+    from exporthub.store import Database
+
+    database = Database(database_url)
+    await database.create()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
 @pytest.fixture
 def hn():
     """The Hacker News stand-in with the default thread, on a free port."""

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
-import pytest
-
-import backends
 from exporthub.accounts import create_user
 from exporthub.exports import jobs
 from exporthub.exports.constants import Status
@@ -21,28 +16,6 @@ WORKERS = 4
 LEASE = 30.0
 EXPIRED = -1.0
 STORY = "https://news.ycombinator.com/item?id=8863"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'exporthub.db'}"
-        return
-    url = backends.create_database()
-    try:
-        yield url
-    finally:
-        backends.drop_database(url)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.create()
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def queue(db: Database, count: int) -> list[str]:

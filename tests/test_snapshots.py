@@ -3,15 +3,11 @@ each user gets exactly what a snapshot of that user alone would say."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import orjson
-import pytest
 from sqlalchemy import update
 
-import backends
 from exporthub.accounts import User, create_user
 from exporthub.exports import jobs as job_store
 from exporthub.exports.events import JobEvents
@@ -19,25 +15,6 @@ from exporthub.store import Database, jobs, utcnow
 
 STORY = "https://news.ycombinator.com/item?id=8863"
 PUBLIC_URL = "http://127.0.0.1:8000"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'exporthub.db'}"
-        return
-    with backends.postgres_database() as url:
-        yield url
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.create()
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def give_jobs(db: Database, user: User, exported: list[int]) -> list[str]:
