@@ -158,3 +158,12 @@ async def test_a_websocket_that_never_connects_is_closed_as_stale(server) -> Non
     waited = asyncio.get_running_loop().time() - started
     assert (ws.close_code, ws.close_reason) == (3502, "stale")
     assert STALE_DELAY * 0.5 < waited < STALE_DELAY * 5
+
+
+async def test_connections_are_not_logged_one_by_one_at_info(server) -> None:
+    # The server runs at INFO: a line per connection would drown the log.
+    user = server.create_user("quiet@example.com")
+    ws = await connected(server, user)
+    await ws.close()
+    assert "connection open" not in server.log()
+    assert "connection closed" not in server.log()

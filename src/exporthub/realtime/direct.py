@@ -42,6 +42,10 @@ from exporthub.realtime.session import Session
 from exporthub.realtime.transport import WebSocketEndpoint
 
 logger = logging.getLogger(__name__)
+library_logger = logging.getLogger(f"{__name__}.websockets")
+"""Where the websockets library logs every connection's opening and closing
+(INFO and DEBUG); only its warnings show unless this logger is turned up."""
+library_logger.setLevel(logging.WARNING)
 
 CLOSE_TIMEOUT = 10.0
 """Seconds a client has to answer our close frame before the socket goes."""
@@ -116,7 +120,9 @@ class _ChannelProtocol(asyncio.Protocol):
         self._connections: set[Any] = server_state.connections
         # Frames over the node's limit are refused by the session itself,
         # with its own close code; the library only stops absurd ones.
-        self._ws = ServerProtocol(max_size=node.config.max_frame_bytes * 2)
+        self._ws = ServerProtocol(
+            max_size=node.config.max_frame_bytes * 2, logger=library_logger
+        )
         self._max_queue = node.config.max_queue_bytes
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
