@@ -381,3 +381,47 @@ async def test_a_connection_that_connects_in_time_is_not_stale(node: Node) -> No
     await asyncio.sleep(0.25)
     assert session.state is State.CONNECTED
     assert transport.closed is None
+
+
+async def test_a_snapshot_overtaken_while_loading_is_loaded_again(node: Node) -> None:
+    session, transport = await connected(node, channels=["exports:u1"])
+    loads: list[int] = []
+
+    async def load() -> bytes:
+        loads.append(len(loads) + 1)
+        if len(loads) == 1:
+            # An update reaches the session while the first snapshot loads.
+            await node.publish("exports:u1", {"update": 1})
+        return orjson.dumps({"snapshot": len(loads)})
+
+    assert await session.send_snapshot("exports:u1", load) is True
+    assert loads == [1, 2]
+    assert [m["push"]["pub"]["data"] for m in transport.sent] == [
+        {"update": 1},
+        {"snapshot": 2},
+    ]
+
+
+async def test_a_snapshot_of_a_channel_that_never_holds_still_is_not_sent(
+    node: Node,
+) -> None:
+    session, transport = await connected(node, channels=["exports:u1"])
+
+    async def load() -> bytes:
+        await node.publish("exports:u1", {"update": True})
+        return b'{"snapshot":true}'
+
+    assert await session.send_snapshot("exports:u1", load, attempts=3) is False
+    assert [m["push"]["pub"]["data"] for m in transport.sent] == [{"update": True}] * 3
+
+
+async def test_a_snapshot_of_a_channel_not_subscribed_is_not_loaded(
+    node: Node,
+) -> None:
+    session, transport = await connected(node)
+
+    async def load() -> bytes:
+        raise AssertionError("loaded for nothing")
+
+    assert await session.send_snapshot("exports:u1", load) is False
+    assert transport.sent == []

@@ -127,10 +127,9 @@ def create_app(
         channel = Channel.DASHBOARD.format(uuid=session.user)
         if channel not in session.subscriptions:
             return
-        # Connections arriving together share the queries.
-        snapshot = await snapshots.get(session.user)
-        if snapshot is not None:
-            session.send(channel, snapshot)
+        # Connections arriving together share the queries; a snapshot
+        # overtaken by an update while it loaded is loaded again.
+        await session.send_snapshot(channel, lambda: snapshots.get(session.user))
 
     node = Node(
         node_config(settings),

@@ -17,6 +17,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,6 +38,8 @@ FIRST_PING_SPREAD = 0.5
 """Share of the ping interval over which first pings are spread."""
 MAX_CLOSE_REASON = 123
 """RFC 6455 leaves 123 bytes for a close frame's reason."""
+SNAPSHOT_ATTEMPTS = 5
+"""Loads of a snapshot before :meth:`Session.send_snapshot` gives up."""
 
 
 class Transport(Protocol):
@@ -549,6 +552,34 @@ class Session:
         push = protocol.encode_publication_push(channel, Publication(data))
         self.transport.write(push)
         return True
+
+    async def send_snapshot(
+        self,
+        channel: str,
+        load: Callable[[], Awaitable[bytes | None]],
+        *,
+        attempts: int = SNAPSHOT_ATTEMPTS,
+    ) -> bool:
+        """Send ``await load()`` on ``channel`` like :meth:`send`, unless a
+        publication of the channel reached this session while it loaded.
+
+        A snapshot read before a publication but sent after it would undo
+        what the publication said, so it is loaded again (up to
+        ``attempts`` times). False when nothing was sent: no subscription,
+        nothing to load, or the channel never held still.
+        """
+        for _ in range(attempts):
+            sub = self.subscriptions.get(channel)
+            if sub is None:
+                return False
+            seen = (sub.offset, sub.epoch)
+            snapshot = await load()
+            sub = self.subscriptions.get(channel)
+            if snapshot is None or sub is None:
+                return False
+            if (sub.offset, sub.epoch) == seen:
+                return self.send(channel, snapshot)
+        return False
 
     async def server_unsubscribe(self, channel: str) -> None:
         """Unsubscribe from the server side and tell the client with a push."""
