@@ -229,7 +229,7 @@ def create_server_app(
     behind a :class:`FrontDoor`."""
     app = create_app(settings, run_worker=run_worker)
     server_api = app.state.server_api if app.state.settings.api_key else None
-    return FrontDoor(app, WEBSOCKET_PATH, app.state.websocket_endpoint, server_api)
+    return FrontDoor(app, server_api)
 
 
 # Each connection holds some 150 tracked objects, so with thousands of
@@ -247,32 +247,21 @@ def _settle_garbage_collector() -> None:
 
 
 class FrontDoor:
-    """ASGI front of ``exporthub serve``: the hot paths skip Starlette.
-
-    The channel server's WebSocket goes straight to its endpoint (when the
-    server is not already serving it with :mod:`exporthub.realtime.direct`)
-    and a server API call (``POST /api/{method}``, the publishers' path)
-    straight to the server API; everything else to the application.
-    Starlette's routing through every route and its exception wrappers
-    were a sixth of the CPU of serving publications.
+    """ASGI front of ``exporthub serve``: a server API call (``POST
+    /api/{method}``, the publishers' path) goes straight to the server API,
+    everything else to the application. Starlette's routing through every
+    route and its exception wrappers were a sixth of the CPU of serving
+    publications. (WebSockets never get here: ``exporthub serve`` serves
+    them with :mod:`exporthub.realtime.direct`.)
     """
 
-    def __init__(
-        self,
-        app: Starlette,
-        path: str,
-        endpoint: WebSocketEndpoint,
-        server_api: ServerAPI | None = None,
-    ) -> None:
+    def __init__(self, app: Starlette, server_api: ServerAPI | None) -> None:
         self.app = app
         self.state = app.state
-        self._path = path
-        self._endpoint = endpoint
         self._server_api = server_api
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        kind = scope["type"]
-        if kind == "http" and self._server_api is not None:
+        if self._server_api is not None and scope["type"] == "http":
             path = scope["path"]
             if (
                 scope["method"] == "POST"
@@ -281,9 +270,6 @@ class FrontDoor:
             ):
                 await self._server_api(scope, receive, send)
                 return
-        elif kind == "websocket" and scope["path"] == self._path:
-            await self._endpoint(scope, receive, send)
-            return
         await self.app(scope, receive, send)
 
 
