@@ -38,6 +38,22 @@ WORKER_STARTED = "exporthub.exports.worker: worker "
 """The start of the log line a worker writes once it claims jobs."""
 
 
+WEBSOCKET_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+"""RFC 6455's example key; the server must answer it with
+:data:`WEBSOCKET_ACCEPT`."""
+WEBSOCKET_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def websocket_request(host: str) -> bytes:
+    """The opening handshake of a WebSocket to the channel path."""
+    return (
+        f"GET /connection/websocket HTTP/1.1\r\nHost: {host}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {WEBSOCKET_KEY}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -127,6 +143,9 @@ def server_env(data_dir: Path, **overrides: str) -> dict[str, str]:
             "EXPORTHUB_LOG_LEVEL": "INFO",
             # Tests hold jobs at fixture gates; shutting down need not wait.
             "EXPORTHUB_SHUTDOWN_GRACE": "1",
+            # A test that stops its server while its own event loop waits
+            # cannot answer the close: its clients need not be waited for.
+            "EXPORTHUB_DRAIN_TIMEOUT": "1",
         }
     )
     env.update(overrides)

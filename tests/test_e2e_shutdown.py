@@ -4,13 +4,14 @@ start finishes it; the interrupted attempt is not held against the job."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from hn_fixture import STORY_ID, serve_hackernews
-from servers import run_server
+from servers import run_server, stop, websocket_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -60,3 +61,27 @@ async def test_a_job_running_at_shutdown_is_requeued_and_finished_after_restart(
             done = await wait_status(again, alice["api_key"], job["guid"], "done")
     assert done["total_exported"] == 5
     assert done["attempts"] == 1
+
+
+async def test_a_client_that_does_not_answer_the_shutdown_close_is_not_waited_for(
+    tmp_path: Path,
+) -> None:
+    drain_timeout = 2
+    with run_server(
+        tmp_path / "data", EXPORTHUB_DRAIN_TIMEOUT=str(drain_timeout)
+    ) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(websocket_request("127.0.0.1"))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            # This client reads nothing more and never answers a close.
+            started = time.monotonic()
+            stop(server.process)
+            stopped_after = time.monotonic() - started
+        finally:
+            writer.close()
+    assert drain_timeout <= stopped_after < drain_timeout + 4
+    assert (
+        f"1 connections still open after {drain_timeout}s of draining" in server.log()
+    )

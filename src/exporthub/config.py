@@ -94,6 +94,7 @@ class Settings:
     history_size: int = 100
     outbox_interval: float = 0.5
     shutdown_grace: float = 10.0
+    drain_timeout: float = 5.0
     plan_check_interval: float = 30.0
     history_ttl: float = 600.0
     history_overrides: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -136,6 +137,7 @@ class Settings:
             history_size=_int("HISTORY_SIZE", 100),
             outbox_interval=_float("OUTBOX_INTERVAL", 0.5),
             shutdown_grace=_float("SHUTDOWN_GRACE", 10.0),
+            drain_timeout=_float("DRAIN_TIMEOUT", 5.0),
             plan_check_interval=_float("PLAN_CHECK_INTERVAL", 30.0),
             history_ttl=_float("HISTORY_TTL", 600.0),
             history_overrides=_history_overrides(),

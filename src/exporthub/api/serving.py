@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT = 5.0
-"""Seconds given to open connections to receive their close frames."""
 GRACEFUL_SHUTDOWN_TIMEOUT = 15
 """Seconds uvicorn waits for requests in progress before cancelling them."""
 LISTEN_BACKLOG = 4096
@@ -76,7 +74,7 @@ def serve(app: Starlette | FrontDoor, host: str, port: int, settings: Settings) 
     async def drain() -> None:
         endpoint = getattr(app.state, "websocket_endpoint", None)
         if endpoint is not None:
-            await endpoint.drain(DRAIN_TIMEOUT)
+            await endpoint.drain(settings.drain_timeout)
 
     config = uvicorn.Config(
         app,
