@@ -445,7 +445,7 @@ async def test_a_broadcast_over_redis_answers_each_channel_in_order(
     node = Node(config, SECRET, broker=RedisBroker(REDIS_URL, prefix=redis_prefix))
     await node.start()
     try:
-        assert node.broker.publish_waits is True
+        assert node.broker.waits is True
         api = ServerAPI(node, "key")
         await node.publish("exports:u2", {"first": True})
         reply = await api.call(

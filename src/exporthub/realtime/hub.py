@@ -37,6 +37,10 @@ class Hub:
                 await asyncio.shield(pending)
             return
         self._channels[channel] = {session: None}
+        if not self._broker.waits:
+            # Nothing can come between: no task to share with later joiners.
+            await self._broker.subscribe(channel)
+            return
         pending = asyncio.ensure_future(self._broker.subscribe(channel))
         self._subscribing[channel] = pending
         try:

@@ -275,7 +275,7 @@ class ServerAPI:
         data = _json_field(params, "data", "b64data")
         if data is None:
             raise ApiFailure(ApiError.BAD_REQUEST)
-        if not self.node.broker.publish_waits:
+        if not self.node.broker.waits:
             # Nothing to overlap: a task per channel would only cost.
             return {
                 "responses": [

@@ -84,11 +84,12 @@ class Broker(ABC):
     channel are flowing, so history read afterwards leaves no gap.
     """
 
-    publish_waits: ClassVar[bool] = True
-    """Whether :meth:`publish` waits on something outside the process, so
-    that publishing several channels at once is worth a task each. A broker
-    whose publish completes without waiting says False, and a broadcast
-    then publishes one channel after the other."""
+    waits: ClassVar[bool] = True
+    """Whether :meth:`publish` and :meth:`subscribe` wait on something
+    outside the process, so that overlapping them is worth a task each. A
+    broker whose calls complete without waiting says False: a broadcast then
+    publishes one channel after the other, and the hub subscribes a new
+    channel without a task of its own."""
 
     @abstractmethod
     async def start(self, handler: PublicationHandler) -> None:

@@ -49,7 +49,7 @@ class MemoryBroker(Broker):
             quiet channel goes on with the same epoch and the next offset.
     """
 
-    publish_waits = False
+    waits = False
 
     def __init__(self, *, meta_ttl: float = DEFAULT_META_TTL) -> None:
         self._handler: PublicationHandler | None = None
