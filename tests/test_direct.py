@@ -126,3 +126,77 @@ async def test_a_failed_write_to_one_connection_does_not_hold_up_the_others(
     await asyncio.sleep(0)
     assert broken_transport.aborted
     assert healthy_transport.written.endswith(b'{"b":2}')
+
+
+class RecordingHTTP(asyncio.Protocol):
+    """Stands in for uvicorn's HTTP protocol: records what reaches it."""
+
+    def __init__(self, config, server_state, app_state, _loop=None) -> None:
+        self.received = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+
+class SwitchableTransport(Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol | None:
+        return self.protocol
+
+
+def front_connection(endpoint) -> tuple[asyncio.Protocol, SwitchableTransport, set]:
+    channel_class = direct.protocol_class(endpoint, PATH)
+    front_class = direct.front_protocol_class(channel_class, RecordingHTTP)
+    server_state = SimpleNamespace(connections=set())
+    front = front_class(config=None, server_state=server_state, app_state={})
+    transport = SwitchableTransport()
+    front.connection_made(transport)
+    return front, transport, server_state.connections
+
+
+async def test_the_front_hands_a_channel_request_to_the_websocket_protocol(
+    node,
+) -> None:
+    front, transport, connections = front_connection(WebSocketEndpoint(node))
+    assert connections == {front}
+    front.data_received(HANDSHAKE)
+    assert type(transport.protocol).__name__ == "ChannelProtocol"
+    assert connections == {transport.protocol}
+    assert transport.written.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        HANDSHAKE.replace(PATH.encode(), PATH.encode() + b"x"),
+        HANDSHAKE.replace(b"GET ", b"POST "),
+        HANDSHAKE[:10],
+    ],
+    ids=["other-path", "longer-path", "other-method", "first-line-split"],
+)
+async def test_the_front_hands_everything_else_to_http_untouched(
+    node, request_bytes: bytes
+) -> None:
+    front, transport, connections = front_connection(WebSocketEndpoint(node))
+    front.data_received(request_bytes)
+    assert isinstance(transport.protocol, RecordingHTTP)
+    assert transport.protocol.received == request_bytes
+    assert transport.written == b""
+    assert connections == set()
+
+
+async def test_the_front_closes_a_connection_that_sent_nothing_on_shutdown(
+    node,
+) -> None:
+    front, transport, connections = front_connection(WebSocketEndpoint(node))
+    front.shutdown()
+    assert transport.closed
+    front.connection_lost(None)
+    assert connections == set()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import orjson
 import pytest
 import websockets
 from cent import AsyncClient, PublishRequest
+from websockets.frames import Frame, Opcode
 
-from servers import run_server
+from servers import WEBSOCKET_ACCEPT, run_server, websocket_request
 from watcher import token_getter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -167,3 +169,36 @@ async def test_connections_are_not_logged_one_by_one_at_info(server) -> None:
     await ws.close()
     assert "connection open" not in server.log()
     assert "connection closed" not in server.log()
+
+
+async def test_a_handshake_whose_first_line_arrives_in_pieces_opens(server) -> None:
+    # Such a request is not recognised from its first bytes: it goes the
+    # long way, through uvicorn's HTTP parser, and must open all the same.
+    user = server.create_user("pieces@example.com")
+    token = await token_getter(server.url, user["api_key"])()
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        request = websocket_request(host)
+        for piece in (request[:9], request[9:30], request[30:]):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        assert f"Sec-WebSocket-Accept: {WEBSOCKET_ACCEPT}\r\n".encode() in head
+        command = orjson.dumps({"id": 1, "connect": {"token": token}})
+        writer.write(Frame(Opcode.TEXT, command).serialize(mask=True, extensions=[]))
+        received = b""
+        while b'"connect":{"client":' not in received:
+            received += await asyncio.wait_for(reader.read(65536), 10)
+        assert received.startswith(b"\x81")  # a text frame, server to client
+    finally:
+        writer.close()
+
+
+async def test_a_plain_get_of_the_channel_path_is_asked_to_upgrade(server) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(server.ws_url.replace("ws://", "http://"))
+    assert response.status_code == 426
+    assert response.headers["upgrade"] == "websocket"

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from exporthub.config import Settings
-from exporthub.realtime.direct import protocol_class
+from exporthub.realtime.direct import front_protocol_class, protocol_class
 
 if TYPE_CHECKING:
     from exporthub.api.app import FrontDoor
@@ -66,6 +67,15 @@ def websocket_protocol(app: Starlette | FrontDoor) -> str | type[Any]:
     return protocol_class(endpoint, app.state.websocket_path)
 
 
+def http_protocol(ws: str | type[Any]) -> str | type[Any]:
+    """What uvicorn serves connections with: with the channel server's own
+    WebSocket protocol, a front that hands it its requests unparsed
+    (:func:`~exporthub.realtime.direct.front_protocol_class`)."""
+    if isinstance(ws, str):
+        return "auto"
+    return front_protocol_class(ws, AutoHTTPProtocol)
+
+
 def serve(app: Starlette | FrontDoor, host: str, port: int, settings: Settings) -> None:
     """Serve ``app`` (its ``state`` holds the channel server's endpoint as
     ``websocket_endpoint``) until SIGTERM or SIGINT, then shut down
@@ -76,13 +86,15 @@ def serve(app: Starlette | FrontDoor, host: str, port: int, settings: Settings) 
         if endpoint is not None:
             await endpoint.drain(settings.drain_timeout)
 
+    ws = websocket_protocol(app)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
-        ws=websocket_protocol(app),
+        http=http_protocol(ws),
+        ws=ws,
         # The channel server pings at the protocol level; frames over its
         # limit are refused by the session with a clear close code.
         ws_ping_interval=None,

@@ -23,6 +23,14 @@ between the socket and a :class:`Session`.
 
 Only the channel path is served this way; any other WebSocket path is
 answered with 404.
+
+:func:`front_protocol_class` goes one step further for ``exporthub serve``:
+it looks at the first bytes of every connection, and a ``GET`` of the
+channel path goes to the WebSocket protocol before uvicorn's HTTP protocol
+has parsed it (uvicorn would otherwise parse the request, build a scope, and
+write the request out again for the WebSocket library to parse a second
+time). Everything else, and a request whose first line arrives split, goes
+to uvicorn's HTTP protocol as usual.
 """
 
 from __future__ import annotations
@@ -328,6 +336,78 @@ class _ChannelProtocol(asyncio.Protocol):
                 self._session.disconnect(Disconnect.INTERNAL)
         finally:
             self._task = None
+
+
+class _FrontProtocol(asyncio.Protocol):
+    """A new connection, until its first bytes say who serves it."""
+
+    channel_class: type[_ChannelProtocol]
+    http_class: type[asyncio.Protocol]
+    request_line: bytes
+
+    __slots__ = ("_args", "_connections", "_transport")
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._args = (config, server_state, app_state, _loop)
+        self._connections: set[Any] = server_state.connections
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        self._connections.discard(self)
+        config, server_state, app_state, loop = self._args
+        line = self.request_line
+        protocol: asyncio.Protocol
+        if data.startswith(line) and data[len(line) : len(line) + 1] in (b" ", b"?"):
+            protocol = self.channel_class(config, server_state, app_state, loop)
+        else:
+            protocol = self.http_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=server_state,
+                app_state=app_state,
+                _loop=loop,
+            )
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping: nothing was asked on this connection yet."""
+        if self._transport is not None:
+            self._transport.close()
+
+
+def front_protocol_class(
+    channel_class: type[asyncio.Protocol], http_class: type[asyncio.Protocol]
+) -> type[asyncio.Protocol]:
+    """A uvicorn HTTP implementation (``uvicorn.Config(http=...)``) that
+    hands a ``GET`` of ``channel_class``'s path straight to it, and every
+    other connection to ``http_class``."""
+    assert issubclass(channel_class, _ChannelProtocol)
+    return type(
+        "FrontProtocol",
+        (_FrontProtocol,),
+        {
+            "channel_class": channel_class,
+            "http_class": http_class,
+            "request_line": b"GET " + channel_class.path.encode(),
+            "__slots__": (),
+        },
+    )
 
 
 def protocol_class(endpoint: WebSocketEndpoint, path: str) -> type[asyncio.Protocol]:
