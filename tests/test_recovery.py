@@ -289,6 +289,8 @@ class GatedBroker(MemoryBroker):
     """A memory broker whose subscriptions take effect when the gate opens,
     as a remote broker's do once the remote confirms them."""
 
+    waits = True
+
     def __init__(self) -> None:
         super().__init__()
         self.gate = asyncio.Event()
