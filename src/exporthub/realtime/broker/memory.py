@@ -9,7 +9,7 @@ synchronously like publications.
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,6 +37,13 @@ class _Stream:
     offset: int = 0
     items: deque[tuple[float, Publication]] = field(default_factory=deque)
     forget_at: float = 0.0
+
+
+def _new_epoch() -> str:
+    # Not a secret: it only has to differ from what the channel had before.
+    # Every connection starts streams for its personal channels, and
+    # secrets.token_hex would be a system call for each.
+    return f"{random.getrandbits(32):08x}"
 
 
 class MemoryBroker(Broker):
@@ -161,7 +168,7 @@ class MemoryBroker(Broker):
         if stream is None or stream.forget_at < now:
             # A forgotten stream starts a new epoch, like an expired Redis
             # key: offsets from before it mean nothing any more.
-            stream = _Stream(epoch=secrets.token_hex(4))
+            stream = _Stream(epoch=_new_epoch())
             self._streams[channel] = stream
         stream.forget_at = max(stream.forget_at, now + keep)
         return stream
