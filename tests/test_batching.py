@@ -114,3 +114,53 @@ async def test_stopping_the_loader_cancels_everyone_waiting() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch must be at least 1"):
         Coalescer(Recorder(), max_batch=0)
+
+
+async def test_a_batch_following_another_lingers_for_more_keys() -> None:
+    load = Recorder()
+    load.gate = asyncio.Event()
+    coalescer = Coalescer(load, linger=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = asyncio.ensure_future(coalescer.get("a"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert load.batches == [["a"]]  # a lone caller does not wait
+    second = asyncio.ensure_future(coalescer.get("b"))
+    await asyncio.sleep(0)
+    load.gate.set()
+    assert await first == "A"
+    await asyncio.sleep(0.05)
+    late = asyncio.ensure_future(coalescer.get("c"))  # within the linger
+    assert await asyncio.gather(second, late) == ["B", "C"]
+    assert load.batches == [["a"], ["b", "c"]]
+    assert loop.time() - started >= 0.2
+
+
+async def test_a_full_batch_does_not_linger() -> None:
+    load = Recorder()
+    load.gate = asyncio.Event()
+    coalescer = Coalescer(load, max_batch=2, linger=30)
+    first = asyncio.ensure_future(coalescer.get("a"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(coalescer.get(k)) for k in ("b", "c")]
+    await asyncio.sleep(0)
+    load.gate.set()
+    values = await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    assert values == ["A", "B", "C"]
+    assert load.batches == [["a"], ["b", "c"]]
+
+
+def test_a_negative_linger_is_refused() -> None:
+    with pytest.raises(ValueError, match="linger must not be negative"):
+        Coalescer(Recorder(), linger=-1)
+
+
+async def test_a_caller_after_a_quiet_spell_does_not_linger() -> None:
+    load = Recorder()
+    coalescer = Coalescer(load, linger=30)
+    assert await coalescer.get("a") == "A"
+    await asyncio.sleep(0)
+    assert await asyncio.wait_for(coalescer.get("b"), 5) == "B"
+    assert load.batches == [["a"], ["b"]]

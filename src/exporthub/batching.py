@@ -6,6 +6,13 @@ costs a round trip and a query each; a :class:`Coalescer` gathers the keys
 asked for while the previous batch was loading and loads them together, so
 the number of queries follows the number of batches, not of callers. A lone
 caller waits for nothing but its own batch of one.
+
+Under sustained demand the batches would otherwise follow each other as fast
+as they load, each one small: with a database driver that works in a thread
+of its own (aiosqlite), every batch is several hand-offs between that
+thread and the event loop, and measured in a connect storm those hand-offs
+cost more than the queries. ``linger`` makes a batch that follows another
+one wait that long for company first (never a lone caller's batch).
 """
 
 from __future__ import annotations
@@ -29,13 +36,20 @@ class Coalescer(Generic[K, V]):
             it leaves out is answered with None. If it raises, every caller
             of that batch gets the exception.
         max_batch: the most keys passed to one ``load`` call.
+        linger: seconds a batch that directly follows another one waits
+            for more keys, unless ``max_batch`` keys already wait.
     """
 
-    def __init__(self, load: Load[K, V], *, max_batch: int = 500) -> None:
+    def __init__(
+        self, load: Load[K, V], *, max_batch: int = 500, linger: float = 0.0
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if linger < 0:
+            raise ValueError("linger must not be negative")
         self._load = load
         self._max_batch = max_batch
+        self._linger = linger
         self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
         self._drainer: asyncio.Task[None] | None = None
         self.batches = 0
@@ -53,8 +67,12 @@ class Coalescer(Generic[K, V]):
 
     async def _drain(self) -> None:
         batch: dict[K, list[asyncio.Future[V | None]]] = {}
+        followed = False
         try:
             while self._waiting:
+                if followed and self._linger and len(self._waiting) < self._max_batch:
+                    await asyncio.sleep(self._linger)
+                followed = True
                 keys = list(islice(self._waiting, self._max_batch))
                 batch = {key: self._waiting.pop(key) for key in keys}
                 self.batches += 1

@@ -107,6 +107,13 @@ def namespace_history(settings: Settings) -> dict[str, HistoryOptions]:
     }
 
 
+SNAPSHOT_LINGER = 0.05
+"""Seconds a dashboard snapshot batch waits for company when it directly
+follows another (see :class:`~exporthub.batching.Coalescer`): the delay a
+snapshot can get during a storm of connections, in exchange for fewer,
+larger batches of queries."""
+
+
 def create_app(
     settings: Settings | None = None, *, run_worker: bool = True
 ) -> Starlette:
@@ -139,7 +146,9 @@ def create_app(
         on_connect=on_connect,
     )
     events = JobEvents(node.publish, settings.public_url, db)
-    snapshots: Coalescer[str, bytes] = Coalescer(events.snapshots_by_uuid)
+    snapshots: Coalescer[str, bytes] = Coalescer(
+        events.snapshots_by_uuid, linger=SNAPSHOT_LINGER
+    )
     dispatcher = Dispatcher(db, settings.webhooks, report=events.webhook_attempt)
     events.sinks.append(dispatcher.sink)
     downloads = Downloads(db, settings, events)
