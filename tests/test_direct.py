@@ -133,6 +133,10 @@ class RecordingHTTP(asyncio.Protocol):
 
     def __init__(self, config, server_state, app_state, _loop=None) -> None:
         self.received = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.received += data
@@ -200,3 +204,32 @@ async def test_the_front_closes_a_connection_that_sent_nothing_on_shutdown(
     assert transport.closed
     front.connection_lost(None)
     assert connections == set()
+
+
+async def test_http_writes_of_one_loop_turn_reach_the_socket_as_one(node) -> None:
+    front, transport, _ = front_connection(WebSocketEndpoint(node))
+    front.data_received(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    http_transport = transport.protocol.transport
+    writes: list[bytes] = []
+    transport.write = writes.append  # type: ignore[method-assign]
+    http_transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    http_transport.write(b"ok")
+    assert writes == []
+    assert http_transport.get_write_buffer_size() == 40
+    await asyncio.sleep(0)
+    assert writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+    http_transport.write(b"bye")
+    http_transport.close()  # what was written goes out before the close
+    assert writes[-1] == b"bye"
+    assert transport.closed
+
+
+async def test_aborting_an_http_connection_drops_what_is_unwritten(node) -> None:
+    front, transport, _ = front_connection(WebSocketEndpoint(node))
+    front.data_received(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    http_transport = transport.protocol.transport
+    http_transport.write(b"HTTP/1.1 200 OK\r\n")
+    http_transport.abort()
+    await asyncio.sleep(0)
+    assert transport.aborted
+    assert transport.written == b""

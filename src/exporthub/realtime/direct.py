@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
@@ -61,6 +61,12 @@ INBOX_PAUSE = 64
 """Unhandled frames from one client before its socket stops being read."""
 
 
+class _Flushable(Protocol):
+    def flush(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class _Flusher:
     """Writes, once per turn of the event loop, what each connection was
     given during it."""
@@ -68,11 +74,11 @@ class _Flusher:
     __slots__ = ("_dirty", "_loop", "_scheduled")
 
     def __init__(self) -> None:
-        self._dirty: list[_ChannelProtocol] = []
+        self._dirty: list[_Flushable] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def mark(self, connection: _ChannelProtocol) -> None:
+    def mark(self, connection: _Flushable) -> None:
         self._dirty.append(connection)
         if not self._scheduled:
             self._scheduled = True
@@ -338,6 +344,58 @@ class _ChannelProtocol(asyncio.Protocol):
             self._task = None
 
 
+class _TurnWrites:
+    """A transport that hands what is written to it during one turn of the
+    event loop to the real transport as one write, when the turn ends."""
+
+    __slots__ = ("_flusher", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, flusher: _Flusher) -> None:
+        self._transport = transport
+        self._flusher = flusher
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._flusher.mark(self)
+        self._pending.append(bytes(data))
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        pending = sum(len(chunk) for chunk in self._pending)
+        return self._transport.get_write_buffer_size() + pending
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.flush()
+        self._transport.set_protocol(protocol)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _FrontProtocol(asyncio.Protocol):
     """A new connection, until its first bytes say who serves it."""
 
@@ -371,6 +429,8 @@ class _FrontProtocol(asyncio.Protocol):
         protocol: asyncio.Protocol
         if data.startswith(line) and data[len(line) : len(line) + 1] in (b" ", b"?"):
             protocol = self.channel_class(config, server_state, app_state, loop)
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
         else:
             protocol = self.http_class(  # type: ignore[call-arg]
                 config=config,
@@ -378,8 +438,9 @@ class _FrontProtocol(asyncio.Protocol):
                 app_state=app_state,
                 _loop=loop,
             )
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
+            transport.set_protocol(protocol)
+            turn_writes = _TurnWrites(transport, self.channel_class.flusher)
+            protocol.connection_made(turn_writes)  # type: ignore[arg-type]
         protocol.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
