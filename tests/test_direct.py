@@ -128,6 +128,25 @@ async def test_a_failed_write_to_one_connection_does_not_hold_up_the_others(
     assert healthy_transport.written.endswith(b'{"b":2}')
 
 
+async def test_a_failed_abort_does_not_hold_up_the_others_either(node) -> None:
+    endpoint = WebSocketEndpoint(node)
+    protocol_class = direct.protocol_class(endpoint, PATH)
+    broken, broken_transport = await open_connection(protocol_class)
+    healthy, healthy_transport = await open_connection(protocol_class)
+    broken_transport.fail = True
+
+    def abort() -> None:
+        raise OSError("the transport is broken too")
+
+    broken_transport.abort = abort  # type: ignore[method-assign]
+    healthy_transport.written = b""
+    broken.write(b'{"a":1}')
+    healthy.write(b'{"b":2}')
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert healthy_transport.written.endswith(b'{"b":2}')
+
+
 class RecordingHTTP(asyncio.Protocol):
     """Stands in for uvicorn's HTTP protocol: records what reaches it."""
 

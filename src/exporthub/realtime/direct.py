@@ -36,6 +36,7 @@ to uvicorn's HTTP protocol as usual.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import Any, Protocol
@@ -95,7 +96,8 @@ class _Flusher:
             except Exception:
                 # One connection's failure must not keep the rest waiting.
                 logger.exception("writing to a connection failed")
-                connection.abort()
+                with contextlib.suppress(Exception):
+                    connection.abort()
 
 
 class _ChannelProtocol(asyncio.Protocol):
