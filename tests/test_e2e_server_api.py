@@ -3,6 +3,7 @@ EXPORTHUB_API_KEY is set, and only then."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -87,3 +88,71 @@ async def test_metrics_report_connections_commands_publications_and_jobs(
     jobs = [line for line in lines if line.startswith('exporthub_jobs{status="')]
     assert len(jobs) == 5
     assert sum(float(line.rsplit(" ", 1)[1]) for line in jobs) == 1.0
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory: pytest.TempPathFactory):
+    data = tmp_path_factory.mktemp("server-api") / "data"
+    with run_server(data, EXPORTHUB_API_KEY=API_KEY) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body", "status", "reply"),
+    [
+        (
+            "/api/publish",
+            {"X-API-Key": "wrong"},
+            b'{"channel":"user:x","data":{}}',
+            401,
+            {"error": {"code": 101, "message": "unauthorized"}},
+        ),
+        (
+            "/api/nosuchmethod",
+            {"X-API-Key": API_KEY},
+            b"{}",
+            404,
+            {"error": {"code": 104, "message": "not found"}},
+        ),
+        (
+            "/api/publish",
+            {"Authorization": f"apikey {API_KEY}"},
+            b"not json",
+            400,
+            {"error": {"code": 107, "message": "bad request"}},
+        ),
+        (
+            "/api/publish",
+            {"X-API-Key": API_KEY},
+            b'{"channel":"user:x","data":"' + b"x" * (1024 * 1024) + b'"}',
+            413,
+            {"error": {"code": 106, "message": "limit exceeded"}},
+        ),
+    ],
+    ids=["wrong-key", "unknown-method", "not-json", "too-big"],
+)
+async def test_server_api_answers_through_exporthub_serve(
+    api_server, path: str, headers: dict, body: bytes, status: int, reply: dict
+) -> None:
+    async with httpx.AsyncClient(base_url=api_server.url) as http:
+        response = await http.post(
+            path, headers={**headers, "Content-Type": "application/json"}, content=body
+        )
+    assert (response.status_code, response.json()) == (status, reply)
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(response.content))
+
+
+async def test_a_publish_through_exporthub_serve_answers_its_position(
+    api_server,
+) -> None:
+    async with httpx.AsyncClient(base_url=api_server.url) as http:
+        response = await http.post(
+            "/api/publish",
+            headers={"Authorization": f"apikey {API_KEY}"},
+            json={"channel": "user:position", "data": {"n": 1}},
+        )
+    assert response.status_code == 200
+    result = response.json()["result"]
+    assert result == {"offset": 1, "epoch": result["epoch"]}
+    assert re.fullmatch("[0-9a-f]{8}", result["epoch"])

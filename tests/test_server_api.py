@@ -790,3 +790,66 @@ def test_cent_raises_transport_error_404_when_the_api_is_off(
     with pytest.raises(CentTransportError) as caught:
         client.info(InfoRequest())
     assert caught.value.status_code == 404
+
+
+class _Messages:
+    """An ASGI ``receive`` that hands out the given messages in turn."""
+
+    def __init__(self, *messages: dict[str, Any]) -> None:
+        self._messages = list(messages)
+
+    async def __call__(self) -> dict[str, Any]:
+        return self._messages.pop(0)
+
+
+async def _handle(*messages: dict[str, Any]) -> list[dict[str, Any]]:
+    from exporthub.realtime import ChannelOptions, Node, NodeConfig
+    from exporthub.realtime.server_api import ServerAPI
+
+    node = Node(
+        NodeConfig(ping_interval=0, namespaces={"news": ChannelOptions()}), SECRET
+    )
+    await node.start()
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/publish",
+        "headers": [(b"x-api-key", API_KEY.encode())],
+    }
+    try:
+        await ServerAPI(node, API_KEY).handle(scope, _Messages(*messages), send)
+    finally:
+        await node.shutdown()
+    return sent
+
+
+async def test_a_body_arriving_in_pieces_is_put_together() -> None:
+    sent = await _handle(
+        {"type": "http.request", "body": b'{"channel":"news:a",', "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": b'"data":{"n":1}}', "more_body": False},
+    )
+    assert sent == [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"13"),
+            ],
+        },
+        {"type": "http.response.body", "body": b'{"result":{}}'},
+    ]
+
+
+async def test_a_client_gone_before_its_body_arrived_gets_nothing() -> None:
+    sent = await _handle(
+        {"type": "http.request", "body": b'{"channel":', "more_body": True},
+        {"type": "http.disconnect"},
+    )
+    assert sent == []

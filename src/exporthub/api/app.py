@@ -277,7 +277,7 @@ class FrontDoor:
                 and path.startswith(SERVER_API_PREFIX)
                 and "/" not in path[len(SERVER_API_PREFIX) :]
             ):
-                await self._server_api(scope, receive, send)
+                await self._server_api.handle(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -32,7 +32,7 @@ import binascii
 import dataclasses
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -129,22 +129,72 @@ class ServerAPI:
 
     # -- HTTP ------------------------------------------------------------
 
-    async def _endpoint(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _error_response(401, ApiError.UNAUTHORIZED)
-        method = request.path_params["method"]
-        if method != "batch" and method not in _METHODS:
-            return _error_response(404, ApiError.NOT_FOUND)
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request already known to be ``POST
+        /api/{method}``, as plain ASGI: what an application's front calls
+        for its publishers' path, past any routing (Starlette's requests,
+        responses and exception wrappers cost more than a publish)."""
+        method = scope["path"].rpartition("/")[2]
+        api_key = authorization = length = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                api_key = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
         try:
-            body = await self._read_body(request)
+            status, body = await self._respond(
+                method, api_key, authorization, length, _asgi_body(receive)
+            )
+        except _Disconnected:
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _endpoint(self, request: Request) -> Response:
+        headers = request.headers
+        status, body = await self._respond(
+            request.path_params["method"],
+            headers.get("x-api-key"),
+            headers.get("authorization"),
+            headers.get("content-length"),
+            request.stream(),
+        )
+        return Response(body, status, media_type="application/json")
+
+    async def _respond(
+        self,
+        method: str,
+        api_key: str | None,
+        authorization: str | None,
+        length: str | None,
+        chunks: AsyncIterator[bytes],
+    ) -> tuple[int, bytes]:
+        """The HTTP status and JSON body answering one call of ``method``."""
+        if not self._authorized(api_key, authorization):
+            return _error(401, ApiError.UNAUTHORIZED)
+        if method != "batch" and method not in _METHODS:
+            return _error(404, ApiError.NOT_FOUND)
+        try:
+            body = await self._read_body(length, chunks)
         except _BodyTooLarge:
-            return _error_response(413, ApiError.LIMIT_EXCEEDED)
+            return _error(413, ApiError.LIMIT_EXCEEDED)
         try:
             params = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return _error_response(400, ApiError.BAD_REQUEST)
+            return _error(400, ApiError.BAD_REQUEST)
         if not isinstance(params, dict):
-            return _error_response(400, ApiError.BAD_REQUEST)
+            return _error(400, ApiError.BAD_REQUEST)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("server API %s", method)
         try:
@@ -152,17 +202,16 @@ class ServerAPI:
         except BadParams as exc:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("server API %s: bad request: %s", method, exc)
-            return _error_response(400, ApiError.BAD_REQUEST)
-        return _json_response(200, reply)
+            return _error(400, ApiError.BAD_REQUEST)
+        return 200, orjson.dumps(reply)
 
-    def _authorized(self, request: Request) -> bool:
+    def _authorized(self, api_key: str | None, authorization: str | None) -> bool:
         if self._api_key is None:
             return False
         candidates = []
-        header_key = request.headers.get("x-api-key")
-        if header_key is not None:
-            candidates.append(header_key)
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if api_key is not None:
+            candidates.append(api_key)
+        scheme, _, value = (authorization or "").partition(" ")
         if scheme.lower() == AUTH_SCHEME:
             candidates.append(value.strip())
         return any(
@@ -170,18 +219,20 @@ class ServerAPI:
             for candidate in candidates
         )
 
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._max_body_bytes:
-            raise _BodyTooLarge
-        chunks: list[bytes] = []
+    async def _read_body(
+        self, length: str | None, chunks: AsyncIterator[bytes]
+    ) -> bytes:
+        if length is not None and length.isdigit():
+            if int(length) > self._max_body_bytes:
+                raise _BodyTooLarge
+        parts: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        async for chunk in chunks:
             size += len(chunk)
             if size > self._max_body_bytes:
                 raise _BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+            parts.append(chunk)
+        return b"".join(parts)
 
     # -- dispatch --------------------------------------------------------
 
@@ -564,9 +615,21 @@ def _json_field(params: dict[str, Any], name: str, b64_name: str) -> bytes | Non
     return orjson.dumps(params[name])
 
 
-def _json_response(status: int, body: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json")
+def _error(status: int, error: ApiError) -> tuple[int, bytes]:
+    return status, orjson.dumps({"error": error.payload()})
 
 
-def _error_response(status: int, error: ApiError) -> Response:
-    return _json_response(status, {"error": error.payload()})
+class _Disconnected(Exception):
+    """The client went away before its request body had arrived."""
+
+
+async def _asgi_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        body = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
