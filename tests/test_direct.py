@@ -200,9 +200,8 @@ async def test_the_front_hands_a_channel_request_to_the_websocket_protocol(
         b"GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         HANDSHAKE.replace(PATH.encode(), PATH.encode() + b"x"),
         HANDSHAKE.replace(b"GET ", b"POST "),
-        HANDSHAKE[:10],
     ],
-    ids=["other-path", "longer-path", "other-method", "first-line-split"],
+    ids=["other-path", "longer-path", "other-method"],
 )
 async def test_the_front_hands_everything_else_to_http_untouched(
     node, request_bytes: bytes
@@ -252,3 +251,28 @@ async def test_aborting_an_http_connection_drops_what_is_unwritten(node) -> None
     await asyncio.sleep(0)
     assert transport.aborted
     assert transport.written == b""
+
+
+@pytest.mark.parametrize("cut", [1, 4, 10, len(b"GET " + PATH.encode())])
+async def test_the_front_waits_for_a_request_line_that_arrives_in_pieces(
+    node, cut: int
+) -> None:
+    front, transport, connections = front_connection(WebSocketEndpoint(node))
+    front.data_received(HANDSHAKE[:cut])
+    assert transport.protocol is None
+    assert connections == {front}
+    front.data_received(HANDSHAKE[cut:])
+    assert type(transport.protocol).__name__ == "ChannelProtocol"
+    assert transport.written.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+
+
+async def test_a_split_request_line_of_another_path_reaches_http_whole(
+    node,
+) -> None:
+    front, transport, _ = front_connection(WebSocketEndpoint(node))
+    request = b"GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    front.data_received(request[:5])  # "GET /" could still be the channel
+    assert transport.protocol is None
+    front.data_received(request[5:])
+    assert isinstance(transport.protocol, RecordingHTTP)
+    assert transport.protocol.received == request

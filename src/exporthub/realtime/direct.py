@@ -29,8 +29,11 @@ it looks at the first bytes of every connection, and a ``GET`` of the
 channel path goes to the WebSocket protocol before uvicorn's HTTP protocol
 has parsed it (uvicorn would otherwise parse the request, build a scope, and
 write the request out again for the WebSocket library to parse a second
-time). Everything else, and a request whose first line arrives split, goes
-to uvicorn's HTTP protocol as usual.
+time); a request line that arrives in pieces is put together before it is
+looked at. Everything else goes to uvicorn's HTTP protocol, which then
+writes through a :class:`_TurnWrites`: uvicorn writes a response's head and
+its body separately, and each write would be a system call and a TCP
+segment of its own.
 """
 
 from __future__ import annotations
@@ -405,7 +408,7 @@ class _FrontProtocol(asyncio.Protocol):
     http_class: type[asyncio.Protocol]
     request_line: bytes
 
-    __slots__ = ("_args", "_connections", "_transport")
+    __slots__ = ("_args", "_connections", "_head", "_transport")
 
     def __init__(
         self,
@@ -417,6 +420,7 @@ class _FrontProtocol(asyncio.Protocol):
         self._args = (config, server_state, app_state, _loop)
         self._connections: set[Any] = server_state.connections
         self._transport: asyncio.Transport | None = None
+        self._head = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -425,9 +429,16 @@ class _FrontProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         transport = self._transport
         assert transport is not None
+        line = self.request_line
+        if self._head:
+            data = self._head + data
+        if len(data) <= len(line) and line.startswith(data):
+            # Too short to tell yet: wait for the rest of the request line.
+            self._head = data
+            return
+        self._head = b""
         self._connections.discard(self)
         config, server_state, app_state, loop = self._args
-        line = self.request_line
         protocol: asyncio.Protocol
         if data.startswith(line) and data[len(line) : len(line) + 1] in (b" ", b"?"):
             protocol = self.channel_class(config, server_state, app_state, loop)
