@@ -1,4 +1,4 @@
-"""Settings: the generated token secret."""
+"""Settings: the generated token secret, and settings refused at start."""
 
 from __future__ import annotations
 
@@ -39,3 +39,30 @@ def test_an_unsupported_database_url_stops_with_a_clear_message(
         "EXPORTHUB_DATABASE_URL='mysql://x/y': use sqlite:///PATH or "
         "postgresql://USER@HOST:PORT/DATABASE"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("nan", "EXPORTHUB_DRAIN_TIMEOUT must be a finite number, not 'nan'"),
+        ("inf", "EXPORTHUB_DRAIN_TIMEOUT must be a finite number, not 'inf'"),
+        ("-1", "EXPORTHUB_DRAIN_TIMEOUT must not be negative, not -1.0"),
+        ("soon", "EXPORTHUB_DRAIN_TIMEOUT must be a number, not 'soon'"),
+    ],
+)
+def test_a_drain_timeout_that_is_no_length_of_time_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, raw: str, message: str
+) -> None:
+    monkeypatch.setenv("EXPORTHUB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EXPORTHUB_DRAIN_TIMEOUT", raw)
+    with pytest.raises(SystemExit) as stopped:
+        Settings.from_env()
+    assert str(stopped.value) == message
+
+
+def test_a_drain_timeout_of_zero_is_allowed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("EXPORTHUB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EXPORTHUB_DRAIN_TIMEOUT", "0")
+    assert Settings.from_env().drain_timeout == 0.0

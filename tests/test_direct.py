@@ -276,3 +276,11 @@ async def test_a_split_request_line_of_another_path_reaches_http_whole(
     front.data_received(request[5:])
     assert isinstance(transport.protocol, RecordingHTTP)
     assert transport.protocol.received == request
+
+
+async def test_draining_with_no_connections_neither_waits_nor_warns(
+    node, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoint = WebSocketEndpoint(node)
+    await asyncio.wait_for(endpoint.drain(0), 1)
+    assert "still open" not in caplog.text

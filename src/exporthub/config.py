@@ -7,6 +7,7 @@ defaults run everything in one process with files under ``./data``.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import secrets
@@ -27,9 +28,12 @@ def _float(name: str, default: float) -> float:
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise SystemExit(f"{PREFIX}{name} must be a number, not {raw!r}") from exc
+    if not math.isfinite(value):
+        raise SystemExit(f"{PREFIX}{name} must be a finite number, not {raw!r}")
+    return value
 
 
 def _int(name: str, default: int) -> int:
@@ -155,6 +159,8 @@ class Settings:
                 secret = os.environ.get(adapter.secret_setting)
                 if secret:
                     settings.source_secrets[adapter.key] = secret
+        if (drain := settings.drain_timeout) < 0:
+            raise SystemExit(f"{PREFIX}DRAIN_TIMEOUT must not be negative, not {drain}")
         return settings
 
     def ensure_token_secret(self) -> str:

@@ -98,6 +98,8 @@ class WebSocketEndpoint:
         self.node.drain()
         for session in list(self._open):
             session.disconnect(Disconnect.SHUTDOWN)
+        if not self._open:
+            return
         try:
             await asyncio.wait_for(self._all_closed.wait(), grace)
         except TimeoutError:
