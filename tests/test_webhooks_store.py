@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from backends import postgres_database
 from exporthub.accounts import create_user
 from exporthub.exports import jobs
 from exporthub.store import Database, utcnow
@@ -21,25 +19,6 @@ LEASE = 30.0
 MAX_ATTEMPTS = 5
 STORY_URL = "https://news.ycombinator.com/item?id=8863"
 OK = Outcome(200, None, 3.0, "")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request, tmp_path: Path):
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'hub.db'}")
-        await database.create()
-        try:
-            yield database
-        finally:
-            await database.close()
-        return
-    with postgres_database() as url:
-        database = Database(url)
-        await database.create()
-        try:
-            yield database
-        finally:
-            await database.close()
 
 
 @pytest.fixture
