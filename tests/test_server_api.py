@@ -802,7 +802,9 @@ class _Messages:
         return self._messages.pop(0)
 
 
-async def _handle(*messages: dict[str, Any]) -> list[dict[str, Any]]:
+async def _handle(
+    *messages: dict[str, Any], length: bytes | None = None
+) -> list[dict[str, Any]]:
     from exporthub.realtime import ChannelOptions, Node, NodeConfig
     from exporthub.realtime.server_api import ServerAPI
 
@@ -821,6 +823,8 @@ async def _handle(*messages: dict[str, Any]) -> list[dict[str, Any]]:
         "path": "/api/publish",
         "headers": [(b"x-api-key", API_KEY.encode())],
     }
+    if length is not None:
+        scope["headers"].append((b"content-length", length))
     try:
         await ServerAPI(node, API_KEY).handle(scope, _Messages(*messages), send)
     finally:
@@ -853,3 +857,13 @@ async def test_a_client_gone_before_its_body_arrived_gets_nothing() -> None:
         {"type": "http.disconnect"},
     )
     assert sent == []
+
+
+async def test_a_content_length_that_is_no_number_is_not_trusted() -> None:
+    # "\xb2" reads as "²", which str.isdigit accepts and int() refuses.
+    sent = await _handle(
+        {"type": "http.request", "body": b'{"channel":"news:a","data":1}'},
+        length=b"\xb2",
+    )
+    assert sent[0]["status"] == 200
+    assert sent[1] == {"type": "http.response.body", "body": b'{"result":{}}'}

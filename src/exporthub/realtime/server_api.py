@@ -222,7 +222,8 @@ class ServerAPI:
     async def _read_body(
         self, length: str | None, chunks: AsyncIterator[bytes]
     ) -> bytes:
-        if length is not None and length.isdigit():
+        # isdecimal, not isdigit: "²" is a digit int() refuses.
+        if length is not None and length.isdecimal():
             if int(length) > self._max_body_bytes:
                 raise _BodyTooLarge
         parts: list[bytes] = []
