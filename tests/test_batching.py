@@ -164,3 +164,63 @@ async def test_a_caller_after_a_quiet_spell_does_not_linger() -> None:
     await asyncio.sleep(0)
     assert await asyncio.wait_for(coalescer.get("b"), 5) == "B"
     assert load.batches == [["a"], ["b"]]
+
+
+async def test_callers_by_reply_share_the_batch_of_callers_that_await() -> None:
+    load = Recorder()
+    coalescer = Coalescer(load)
+    replies: list[tuple[str | None, BaseException | None]] = []
+    coalescer.call("b", lambda value, error: replies.append((value, error)))
+    coalescer.call("missing", lambda value, error: replies.append((value, error)))
+    assert await coalescer.get("a") == "A"
+    assert replies == [("B", None), (None, None)]
+    assert load.batches == [["b", "missing", "a"]]
+
+
+async def test_a_failed_load_replies_with_its_exception() -> None:
+    load = Recorder()
+    load.fail_on = "a"
+    coalescer = Coalescer(load)
+    replies: list[tuple[str | None, BaseException | None]] = []
+    coalescer.call("a", lambda value, error: replies.append((value, error)))
+    with pytest.raises(RuntimeError, match="cannot load a"):
+        await coalescer.get("a")
+    [(value, error)] = replies
+    assert value is None
+    assert isinstance(error, RuntimeError)
+    assert str(error) == "cannot load a"
+
+
+async def test_a_reply_that_raises_leaves_the_others_their_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    coalescer = Coalescer(Recorder())
+    replies: list[str | None] = []
+
+    def broken(value: str | None, error: BaseException | None) -> None:
+        raise ValueError("reply broke")
+
+    coalescer.call("a", broken)
+    coalescer.call("a", lambda value, error: replies.append(value))
+    assert await coalescer.get("b") == "B"
+    assert replies == ["A"]
+    assert "a batched lookup's reply failed" in caplog.text
+    assert "reply broke" in caplog.text
+
+
+async def test_a_reply_may_ask_again_and_lands_in_the_next_batch() -> None:
+    load = Recorder()
+    coalescer = Coalescer(load)
+    replies: list[str | None] = []
+
+    def again(value: str | None, error: BaseException | None) -> None:
+        replies.append(value)
+        if len(replies) == 1:
+            coalescer.call("a", again)
+
+    coalescer.call("a", again)
+    drainer = coalescer._drainer
+    assert drainer is not None
+    await asyncio.wait_for(drainer, 5)
+    assert replies == ["A", "A"]
+    assert load.batches == [["a"], ["a"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
@@ -12,7 +13,8 @@ import orjson
 import pytest
 
 from exporthub.realtime import ChannelOptions, HistoryOptions, Node, NodeConfig
-from exporthub.realtime.session import Session, State
+from exporthub.realtime.codes import Disconnect
+from exporthub.realtime.session import Session, SnapshotLoad, SnapshotReply, State
 from exporthub.realtime.tokens import issue
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
@@ -383,18 +385,43 @@ async def test_a_connection_that_connects_in_time_is_not_stale(node: Node) -> No
     assert transport.closed is None
 
 
+def loader(make: Callable[[], Awaitable[bytes | None]]) -> SnapshotLoad:
+    """A ``load`` for :meth:`Session.send_snapshot` that replies with what
+    ``make()`` returns (or raises) on a later turn of the loop."""
+
+    def load(reply: SnapshotReply) -> None:
+        async def run() -> None:
+            try:
+                snapshot = await make()
+            except Exception as exc:
+                reply(None, exc)
+            else:
+                reply(snapshot, None)
+
+        background.append(asyncio.ensure_future(run()))
+
+    background: list[asyncio.Future[None]] = []
+    return load
+
+
+async def snapshot_sent(session: Session, channel: str, load: SnapshotLoad, **kw: Any) -> bool:
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    session.send_snapshot(channel, load, done=done.set_result, **kw)
+    return await asyncio.wait_for(done, 5)
+
+
 async def test_a_snapshot_overtaken_while_loading_is_loaded_again(node: Node) -> None:
     session, transport = await connected(node, channels=["exports:u1"])
     loads: list[int] = []
 
-    async def load() -> bytes:
+    async def make() -> bytes:
         loads.append(len(loads) + 1)
         if len(loads) == 1:
             # An update reaches the session while the first snapshot loads.
             await node.publish("exports:u1", {"update": 1})
         return orjson.dumps({"snapshot": len(loads)})
 
-    assert await session.send_snapshot("exports:u1", load) is True
+    assert await snapshot_sent(session, "exports:u1", loader(make)) is True
     assert loads == [1, 2]
     assert [m["push"]["pub"]["data"] for m in transport.sent] == [
         {"update": 1},
@@ -407,11 +434,11 @@ async def test_a_snapshot_of_a_channel_that_never_holds_still_is_not_sent(
 ) -> None:
     session, transport = await connected(node, channels=["exports:u1"])
 
-    async def load() -> bytes:
+    async def make() -> bytes:
         await node.publish("exports:u1", {"update": True})
         return b'{"snapshot":true}'
 
-    assert await session.send_snapshot("exports:u1", load, attempts=3) is False
+    assert await snapshot_sent(session, "exports:u1", loader(make), attempts=3) is False
     assert [m["push"]["pub"]["data"] for m in transport.sent] == [{"update": True}] * 3
 
 
@@ -420,8 +447,39 @@ async def test_a_snapshot_of_a_channel_not_subscribed_is_not_loaded(
 ) -> None:
     session, transport = await connected(node)
 
-    async def load() -> bytes:
+    def load(reply: SnapshotReply) -> None:
         raise AssertionError("loaded for nothing")
 
-    assert await session.send_snapshot("exports:u1", load) is False
+    assert await snapshot_sent(session, "exports:u1", load) is False
+    assert transport.sent == []
+
+
+async def test_a_snapshot_that_fails_to_load_disconnects_to_try_again(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    session, transport = await connected(node, channels=["exports:u1"])
+
+    async def make() -> bytes:
+        raise RuntimeError("database gone")
+
+    assert await snapshot_sent(session, "exports:u1", loader(make)) is False
+    assert transport.sent == []
+    assert transport.closed == (3004, "internal server error")
+    assert session.state is State.CLOSED
+    assert "loading a snapshot for client" in caplog.text
+
+
+async def test_a_snapshot_loaded_after_the_client_left_is_not_sent(node: Node) -> None:
+    session, transport = await connected(node, channels=["exports:u1"])
+    gate = asyncio.Event()
+
+    async def make() -> bytes:
+        await gate.wait()
+        return b'{"snapshot":true}'
+
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    session.send_snapshot("exports:u1", loader(make), done=done.set_result)
+    session.disconnect(Disconnect.SHUTDOWN)
+    gate.set()
+    assert await asyncio.wait_for(done, 5) is False
     assert transport.sent == []

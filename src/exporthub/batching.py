@@ -13,19 +13,31 @@ of its own (aiosqlite), every batch is several hand-offs between that
 thread and the event loop, and measured in a connect storm those hand-offs
 cost more than the queries. ``linger`` makes a batch that follows another
 one wait that long for company first (never a lone caller's batch).
+
+A caller either awaits :meth:`Coalescer.get`, or hands :meth:`Coalescer.call`
+a function to call with the value: then nothing of the caller stays
+suspended while the batch loads, which in a connect storm is most of what a
+lookup costs (a task, its chain of coroutines, a future and its wake-up).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from itertools import islice
-from typing import Generic, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 Load = Callable[[list[K]], Awaitable[Mapping[K, V]]]
+Reply = Callable[[V | None, BaseException | None], None]
+"""Called with a key's value (None if not found) and None, or with None and
+the exception its batch failed with."""
+Waiter: TypeAlias = "asyncio.Future[V | None] | Reply[V]"
+
+logger = logging.getLogger(__name__)
 
 
 class Coalescer(Generic[K, V]):
@@ -50,7 +62,7 @@ class Coalescer(Generic[K, V]):
         self._load = load
         self._max_batch = max_batch
         self._linger = linger
-        self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
+        self._waiting: dict[K, list[Waiter[V]]] = {}
         self._drainer: asyncio.Task[None] | None = None
         self.batches = 0
         """How many times ``load`` has been called."""
@@ -58,15 +70,23 @@ class Coalescer(Generic[K, V]):
     async def get(self, key: K) -> V | None:
         """The value of ``key``, loaded with whatever else is asked for now."""
         future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(key, []).append(future)
+        self._wait(key, future)
+        return await future
+
+    def call(self, key: K, reply: Reply[V]) -> None:
+        """Load ``key`` with whatever else is asked for now, and call
+        ``reply(value, None)`` (or ``reply(None, exc)``) from the batch."""
+        self._wait(key, reply)
+
+    def _wait(self, key: K, waiter: Waiter[V]) -> None:
+        self._waiting.setdefault(key, []).append(waiter)
         if self._drainer is None:
             # Started on the next turn of the loop, so callers arriving in
             # this one share the first batch.
             self._drainer = asyncio.create_task(self._drain())
-        return await future
 
     async def _drain(self) -> None:
-        batch: dict[K, list[asyncio.Future[V | None]]] = {}
+        batch: dict[K, list[Waiter[V]]] = {}
         followed = False
         try:
             while self._waiting:
@@ -79,17 +99,18 @@ class Coalescer(Generic[K, V]):
                 try:
                     found = await self._load(keys)
                 except Exception as exc:  # every caller of the batch gets it
-                    for futures in batch.values():
-                        _settle(futures, error=exc)
+                    for waiters in batch.values():
+                        _settle(waiters, error=exc)
                 else:
-                    for key, futures in batch.items():
-                        _settle(futures, value=found.get(key))
+                    for key, waiters in batch.items():
+                        _settle(waiters, value=found.get(key))
                 batch = {}
         except BaseException:
             # Cancelled (the server is stopping): nobody is left waiting.
-            for futures in (*batch.values(), *self._waiting.values()):
-                for future in futures:
-                    future.cancel()
+            for waiters in (*batch.values(), *self._waiting.values()):
+                for waiter in waiters:
+                    if isinstance(waiter, asyncio.Future):
+                        waiter.cancel()
             self._waiting.clear()
             raise
         finally:
@@ -97,15 +118,21 @@ class Coalescer(Generic[K, V]):
 
 
 def _settle(
-    futures: list[asyncio.Future[V | None]],
+    waiters: list[Waiter[V]],
     *,
     value: V | None = None,
     error: Exception | None = None,
 ) -> None:
-    for future in futures:
-        if future.done():  # its caller went away
+    for waiter in waiters:
+        if not isinstance(waiter, asyncio.Future):
+            try:
+                waiter(value, error)
+            except Exception:
+                # One caller's failure must not keep the rest waiting.
+                logger.exception("a batched lookup's reply failed")
+        elif waiter.done():  # its caller went away
             continue
-        if error is not None:
-            future.set_exception(error)
+        elif error is not None:
+            waiter.set_exception(error)
         else:
-            future.set_result(value)
+            waiter.set_result(value)

@@ -42,6 +42,14 @@ SNAPSHOT_ATTEMPTS = 5
 """Loads of a snapshot before :meth:`Session.send_snapshot` gives up."""
 
 
+SnapshotReply = Callable[[bytes | None, BaseException | None], None]
+SnapshotLoad = Callable[[SnapshotReply], None]
+
+
+def _ignore(sent: bool) -> None:
+    pass
+
+
 class Transport(Protocol):
     """What a session needs from the connection it runs on."""
 
@@ -553,33 +561,54 @@ class Session:
         self.transport.write(push)
         return True
 
-    async def send_snapshot(
+    def send_snapshot(
         self,
         channel: str,
-        load: Callable[[], Awaitable[bytes | None]],
+        load: SnapshotLoad,
         *,
         attempts: int = SNAPSHOT_ATTEMPTS,
-    ) -> bool:
-        """Send ``await load()`` on ``channel`` like :meth:`send`, unless a
-        publication of the channel reached this session while it loaded.
+        done: Callable[[bool], None] | None = None,
+    ) -> None:
+        """Send the snapshot ``load`` replies with on ``channel`` like
+        :meth:`send`, unless a publication of the channel reached this
+        session while it loaded.
 
-        A snapshot read before a publication but sent after it would undo
-        what the publication said, so it is loaded again (up to
-        ``attempts`` times). False when nothing was sent: no subscription,
-        nothing to load, or the channel never held still.
+        ``load(reply)`` starts loading and calls ``reply(snapshot, None)``,
+        or ``reply(None, exc)`` if loading failed; nothing waits for it, so
+        a connection costs no suspended task meanwhile. A snapshot read
+        before a publication but sent after it would undo what the
+        publication said, so it is loaded again (up to ``attempts`` times).
+        A failed load disconnects the client (3004, reconnect) to try again
+        later. ``done`` is called with False when nothing was sent: no
+        subscription, nothing to load, a failure, or the channel never held
+        still.
         """
-        for _ in range(attempts):
-            sub = self.subscriptions.get(channel)
-            if sub is None:
-                return False
-            seen = (sub.offset, sub.epoch)
-            snapshot = await load()
-            sub = self.subscriptions.get(channel)
-            if snapshot is None or sub is None:
-                return False
-            if (sub.offset, sub.epoch) == seen:
-                return self.send(channel, snapshot)
-        return False
+        report = done or _ignore
+        sub = self.subscriptions.get(channel)
+        if sub is None or attempts < 1 or self.state is State.CLOSED:
+            report(False)
+            return
+        seen = (sub.offset, sub.epoch)
+
+        def reply(snapshot: bytes | None, error: BaseException | None) -> None:
+            if error is not None:
+                logger.error(
+                    "loading a snapshot for client %s failed",
+                    self.client_id,
+                    exc_info=error,
+                )
+                self.disconnect(Disconnect.INTERNAL)
+                report(False)
+                return
+            now = self.subscriptions.get(channel)
+            if snapshot is None or now is None or self.state is State.CLOSED:
+                report(False)
+            elif (now.offset, now.epoch) == seen:
+                report(self.send(channel, snapshot))
+            else:
+                self.send_snapshot(channel, load, attempts=attempts - 1, done=done)
+
+        load(reply)
 
     async def server_unsubscribe(self, channel: str) -> None:
         """Unsubscribe from the server side and tell the client with a push."""
