@@ -1,5 +1,8 @@
 """Connection and subscription token verification."""
 
+import base64
+import hashlib
+import hmac
 import time
 
 import jwt
@@ -64,3 +67,50 @@ def test_a_subscription_token_names_its_channel() -> None:
     token = issue(SECRET, "u1", ttl=60, channel="export.g.job")
     claims = TokenVerifier(SECRET).subscription(token)
     assert (claims.user, claims.channel) == ("u1", "export.g.job")
+
+
+def _signed(payload: bytes, secret: str = SECRET) -> str:
+    """A correctly signed HS256 token around any payload bytes."""
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(payload)
+    sig = hmac.new(secret.encode(), head.encode(), hashlib.sha256).digest()
+    return head + "." + b64(sig)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b'["sub", "u1"]', "Invalid payload string: must be a json object"),
+        (b'{"sub": "u1",', "Invalid payload string: "),
+        (b'{"sub": NaN}', "Invalid payload string: "),
+    ],
+)
+def test_a_signed_payload_that_is_no_json_object_is_invalid(
+    payload: bytes, message: str
+) -> None:
+    with pytest.raises(InvalidToken, match=message):
+        TokenVerifier(SECRET).connect(_signed(payload))
+
+
+def test_a_signed_payload_is_read_like_any_other() -> None:
+    payload = b'{"sub":"u1","channels":["exports:u1"],"exp":%d}' % (time.time() + 60)
+    claims = TokenVerifier(SECRET).connect(_signed(payload))
+    assert (claims.user, claims.channels) == ("u1", ("exports:u1",))
+
+
+def test_a_secret_that_is_an_asymmetric_key_is_refused_at_once() -> None:
+    pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
+    with pytest.raises(ValueError, match="the token secret cannot sign HS256 tokens"):
+        TokenVerifier(pem)
+
+
+def test_each_verifier_checks_against_its_own_secret() -> None:
+    other = "another-secret-0123456789abcdef0123"
+    first, second = TokenVerifier(SECRET), TokenVerifier(other)
+    token = issue(other, "u1", ttl=60, channels=[])
+    assert second.connect(token).user == "u1"
+    with pytest.raises(InvalidToken, match="Signature verification failed"):
+        first.connect(token)

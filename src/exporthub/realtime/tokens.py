@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
+import orjson
+from jwt.algorithms import HMACAlgorithm
 
 ALGORITHM = "HS256"
 
@@ -42,6 +45,43 @@ class SubscriptionClaims:
     expires_at: int | None
 
 
+class _KnownSecretHS256(HMACAlgorithm):
+    """HS256 that checks its one secret once.
+
+    PyJWT checks on every verification that an HMAC secret is not an
+    asymmetric key in disguise (by trying to load it as one): the same
+    check, done for our secret when the verifier is made.
+    """
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._secret = secret
+        self._prepared = super().prepare_key(secret)
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        if key == self._secret:
+            return self._prepared
+        return super().prepare_key(key)
+
+
+class _Decoder(jwt.PyJWT):
+    """PyJWT with the known secret's HS256, and claims parsed by orjson."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._jws.unregister_algorithm(ALGORITHM)
+        self._jws.register_algorithm(ALGORITHM, _KnownSecretHS256(secret))
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        try:
+            payload = orjson.loads(decoded["payload"])
+        except orjson.JSONDecodeError as exc:
+            raise jwt.DecodeError(f"Invalid payload string: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise jwt.DecodeError("Invalid payload string: must be a json object")
+        return payload
+
+
 class TokenVerifier:
     """Checks tokens against one shared secret.
 
@@ -53,6 +93,10 @@ class TokenVerifier:
         if not secret:
             raise ValueError("a token secret is required")
         self._secret = secret
+        try:
+            self._decoder = _Decoder(secret)
+        except jwt.InvalidKeyError as exc:
+            raise ValueError(f"the token secret cannot sign HS256 tokens: {exc}") from exc
 
     def connect(self, token: str) -> ConnectClaims:
         """Verify a connection token.
@@ -85,7 +129,7 @@ class TokenVerifier:
         if not isinstance(token, str) or not token:
             raise InvalidToken("token required")
         try:
-            claims = jwt.decode(
+            claims = self._decoder.decode(
                 token,
                 self._secret,
                 algorithms=[ALGORITHM],
