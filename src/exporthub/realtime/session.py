@@ -250,7 +250,10 @@ class Session:
         for channel in claims.channels:
             self._flush_pending(channel)
         for channel in claims.channels:
-            await self.node.announce_join(self, channel)
+            # Most namespaces have no join/leave: no coroutine for them.
+            sub = self.subscriptions.get(channel)
+            if sub is not None and sub.join_leave:
+                await self.node.announce_join(self, channel)
         if self._stale_timer is not None:
             self._stale_timer.cancel()
             self._stale_timer = None
@@ -425,7 +428,8 @@ class Session:
             )
         self.subscriptions[channel] = sub
         await self.node.hub.add(channel, self)
-        await self.node.subscribed(self, channel)
+        if sub.presence:
+            await self.node.subscribed(self, channel)
         result: dict[str, Any] = {}
         if options is None or not options.history.enabled:
             return result
