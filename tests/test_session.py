@@ -404,7 +404,9 @@ def loader(make: Callable[[], Awaitable[bytes | None]]) -> SnapshotLoad:
     return load
 
 
-async def snapshot_sent(session: Session, channel: str, load: SnapshotLoad, **kw: Any) -> bool:
+async def snapshot_sent(
+    session: Session, channel: str, load: SnapshotLoad, **kw: Any
+) -> bool:
     done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     session.send_snapshot(channel, load, done=done.set_result, **kw)
     return await asyncio.wait_for(done, 5)

@@ -4,11 +4,19 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 
 import jwt
 import pytest
+from jwt.api_jws import PyJWS
 
-from exporthub.realtime.tokens import InvalidToken, TokenExpired, TokenVerifier, issue
+from exporthub.realtime.tokens import (
+    _JWS,
+    InvalidToken,
+    TokenExpired,
+    TokenVerifier,
+    issue,
+)
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
 
@@ -102,7 +110,11 @@ def test_a_signed_payload_is_read_like_any_other() -> None:
 
 
 def test_a_secret_that_is_an_asymmetric_key_is_refused_at_once() -> None:
-    pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
+    pem = (
+        "-----BEGIN PUBLIC KEY-----\n"
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n"
+        "-----END PUBLIC KEY-----"
+    )
     with pytest.raises(ValueError, match="the token secret cannot sign HS256 tokens"):
         TokenVerifier(pem)
 
@@ -114,3 +126,58 @@ def test_each_verifier_checks_against_its_own_secret() -> None:
     assert second.connect(token).user == "u1"
     with pytest.raises(InvalidToken, match="Signature verification failed"):
         first.connect(token)
+
+
+SEGMENTS = [
+    b"",
+    b"e30",
+    b"e30=",
+    b"e30==",
+    b"e30===",
+    b"eyJzdWIiOiJ1MSJ9",
+    b"eyJzdWIiOiJ1MSJ9====",
+    b"eyJzdWIiOiJ1MSJ",
+    b"eyJzdWIiOiJ1MSJ=",
+    b"e31",  # not the canonical encoding of what it decodes to
+    b"QQ",
+    b"QR",
+    b"QQ==",
+    b"QQ=",
+    b"Q",
+    b"Q===",
+    b"!!!!",
+    b"e3 0",
+    b"e3+0",
+    b"e3/0",
+    b"e3=0",
+    b"=e30",
+    b"e30\n",
+    b"\xff\xfe",
+    b"-_-_",
+]
+
+
+@pytest.mark.parametrize("segment", SEGMENTS)
+def test_segments_are_refused_exactly_as_pyjwt_refuses_them(segment: bytes) -> None:
+    def outcome(decode: Callable[[bytes, str], bytes]) -> bytes | str:
+        try:
+            return decode(segment, "payload")
+        except jwt.DecodeError as exc:
+            return f"refused: {exc}"
+
+    assert outcome(_JWS._decode_base64url_segment) == outcome(
+        PyJWS._decode_base64url_segment
+    )
+
+
+def test_junk_in_any_segment_of_a_signed_token_is_invalid() -> None:
+    good = issue(SECRET, "u1", ttl=60, channels=[])
+    head, payload, sig = good.split(".")
+    for forged in (
+        f"{head}!.{payload}.{sig}",
+        f"{head}.{payload}!.{sig}",
+        f"{head}.{payload}.{sig}!",
+    ):
+        with pytest.raises(InvalidToken, match="padding"):
+            TokenVerifier(SECRET).connect(forged)
+    assert TokenVerifier(SECRET).connect(good).user == "u1"

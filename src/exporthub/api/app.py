@@ -137,7 +137,9 @@ def create_app(
         # Connections arriving together share the queries; a snapshot
         # overtaken by an update while it loaded is loaded again. Nothing
         # waits for it: the connect command is done.
-        session.send_snapshot(channel, lambda reply: snapshots.call(session.user, reply))
+        session.send_snapshot(
+            channel, lambda reply: snapshots.call(session.user, reply)
+        )
 
     node = Node(
         node_config(settings),

@@ -8,6 +8,8 @@ connection token, and ``channel`` the one channel of a subscription token.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +17,10 @@ from typing import Any
 import jwt
 import orjson
 from jwt.algorithms import HMACAlgorithm
+from jwt.api_jws import PyJWS
 
 ALGORITHM = "HS256"
+BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 class TokenExpired(Exception):
@@ -64,11 +68,43 @@ class _KnownSecretHS256(HMACAlgorithm):
         return super().prepare_key(key)
 
 
+class _JWS(PyJWS):
+    """PyJWS whose check of each base64url segment is done by C code.
+
+    PyJWT refuses a segment with characters outside the base64url alphabet,
+    with more than two or misplaced ``=``, of an impossible length, or not
+    in its one canonical encoding; it checks the alphabet one character at
+    a time in Python, a third of a token's verification. This refuses
+    exactly the same segments, with the same error.
+    """
+
+    @staticmethod
+    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
+        stripped = segment.rstrip(b"=")
+        padding = len(segment) - len(stripped)
+        if (
+            padding > 2
+            or (padding and len(segment) % 4)
+            or len(stripped) % 4 == 1
+            or stripped.translate(None, BASE64URL)
+        ):
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        try:
+            decoded = base64.urlsafe_b64decode(stripped + b"=" * (-len(stripped) % 4))
+        except binascii.Error as exc:
+            raise jwt.DecodeError(f"Invalid {name} padding") from exc
+        if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped:
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        return decoded
+
+
 class _Decoder(jwt.PyJWT):
-    """PyJWT with the known secret's HS256, and claims parsed by orjson."""
+    """PyJWT with the known secret's HS256, the C segment check, and claims
+    parsed by orjson."""
 
     def __init__(self, secret: str) -> None:
         super().__init__()
+        self._jws = _JWS(algorithms=[ALGORITHM], options=self._jws.options)
         self._jws.unregister_algorithm(ALGORITHM)
         self._jws.register_algorithm(ALGORITHM, _KnownSecretHS256(secret))
 
@@ -96,7 +132,9 @@ class TokenVerifier:
         try:
             self._decoder = _Decoder(secret)
         except jwt.InvalidKeyError as exc:
-            raise ValueError(f"the token secret cannot sign HS256 tokens: {exc}") from exc
+            raise ValueError(
+                f"the token secret cannot sign HS256 tokens: {exc}"
+            ) from exc
 
     def connect(self, token: str) -> ConnectClaims:
         """Verify a connection token.
