@@ -284,3 +284,129 @@ async def test_draining_with_no_connections_neither_waits_nor_warns(
     endpoint = WebSocketEndpoint(node)
     await asyncio.wait_for(endpoint.drain(0), 1)
     assert "still open" not in caplog.text
+
+
+def handshake_connection(node) -> tuple[asyncio.Protocol, Transport]:
+    protocol_class = direct.protocol_class(WebSocketEndpoint(node), PATH)
+    server_state = SimpleNamespace(connections=set())
+    protocol = protocol_class(config=None, server_state=server_state, app_state={})
+    transport = Transport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def status_line(written: bytes) -> bytes:
+    return written.partition(b"\r\n")[0]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+        (
+            b"GET /connection/websocket\xc3\xa9 HTTP/1.1\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request",
+        ),
+        (
+            HANDSHAKE.replace(b"\r\n\r\n", b"\r\nContent-Length: 3\r\n\r\nabc"),
+            b"HTTP/1.1 400 Bad Request",
+        ),
+        (
+            HANDSHAKE.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            b"HTTP/1.1 400 Bad Request",
+        ),
+        (
+            HANDSHAKE.replace(b"\r\n\r\n", b"\r\n" + b"X-Pad: y\r\n" * 129 + b"\r\n"),
+            b"HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            HANDSHAKE.replace(
+                b"\r\n\r\n", b"\r\nX-Pad: " + b"y" * 70_000 + b"\r\n\r\n"
+            ),
+            b"HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            HANDSHAKE.replace(b"Sec-WebSocket-Key", b"X-Not-The-Key"),
+            b"HTTP/1.1 400 Bad Request",
+        ),
+        (
+            HANDSHAKE.replace(b"Connection: Upgrade\r\n", b""),
+            b"HTTP/1.1 426 Upgrade Required",
+        ),
+        (
+            HANDSHAKE.replace(b"GET ", b"POST "),
+            b"HTTP/1.1 405 Method Not Allowed",
+        ),
+        (
+            HANDSHAKE.replace(b"HTTP/1.1", b"HTTP/1.0"),
+            b"HTTP/1.1 505 HTTP Version Not Supported",
+        ),
+        (
+            HANDSHAKE.replace(PATH.encode(), b"/elsewhere"),
+            b"HTTP/1.1 404 Not Found",
+        ),
+    ],
+    ids=[
+        "not-http",
+        "non-ascii-target",
+        "body",
+        "chunked-body",
+        "too-many-headers",
+        "huge-header",
+        "no-key",
+        "no-upgrade",
+        "post",
+        "http-1.0",
+        "other-path",
+    ],
+)
+async def test_a_bad_handshake_gets_a_clear_answer_and_is_closed(
+    node, request_bytes: bytes, status: bytes
+) -> None:
+    protocol, transport = handshake_connection(node)
+    protocol.data_received(request_bytes)
+    assert status_line(transport.written) == status
+    assert transport.closed
+    # Whatever the client sends afterwards is not read as frames.
+    protocol.data_received(client_frame('{"id":1,"connect":{}}'))
+    assert status_line(transport.written) == status
+    assert node.stats.commands == {}
+
+
+async def test_a_huge_header_arriving_slowly_is_refused_before_it_ends(node) -> None:
+    protocol, transport = handshake_connection(node)
+    protocol.data_received(HANDSHAKE.partition(b"\r\n\r\n")[0] + b"\r\nX-Pad: ")
+    for _ in range(70):
+        protocol.data_received(b"y" * 1000)
+        if transport.closed:
+            break
+    assert status_line(transport.written) == (
+        b"HTTP/1.1 431 Request Header Fields Too Large"
+    )
+
+
+async def test_a_handshake_split_at_every_byte_opens(node) -> None:
+    protocol, transport = handshake_connection(node)
+    for i in range(len(HANDSHAKE)):
+        assert transport.written == b""
+        protocol.data_received(HANDSHAKE[i : i + 1])
+    assert status_line(transport.written) == b"HTTP/1.1 101 Switching Protocols"
+    assert b"Sec-WebSocket-Accept: " in transport.written
+    assert not transport.closed
+
+
+async def test_frames_right_behind_the_handshake_are_read(node) -> None:
+    protocol, transport = handshake_connection(node)
+    token = issue(SECRET, "u1", ttl=60, channels=["exports:u1"])
+    connect = client_frame(
+        orjson.dumps({"id": 1, "connect": {"token": token}}).decode()
+    )
+    ping = client_frame('{"id":2,"ping":{}}')
+    protocol.data_received(HANDSHAKE + connect + ping[:3])
+    protocol.data_received(ping[3:])
+    for _ in range(20):
+        await asyncio.sleep(0)
+    head, _, frames = transport.written.partition(b"\r\n\r\n")
+    assert status_line(head + b"\r\n") == b"HTTP/1.1 101 Switching Protocols"
+    assert b'"id":1,"connect":{"client":' in frames
+    assert b'{"id":2,"ping":{}}' in frames

@@ -3,9 +3,10 @@
 Under ASGI every message crosses a ``send`` coroutine, a message dict and a
 queue, and every connection needs a writer task. :func:`protocol_class`
 instead builds a class uvicorn uses as its WebSocket implementation
-(``uvicorn.Config(ws=...)``): the handshake and the framing are done by the
-sans-I/O protocol of the ``websockets`` library, and the bytes go straight
-between the socket and a :class:`Session`.
+(``uvicorn.Config(ws=...)``): the handshake request is read by ``httptools``
+(uvicorn's C parser of HTTP/1.1), the handshake itself and the framing are
+done by the sans-I/O protocol of the ``websockets`` library, and the bytes
+go straight between the socket and a :class:`Session`.
 
 - Messages a session writes during one turn of the event loop go out as a
   single frame per connection, newline-separated, when the turn ends; a
@@ -18,6 +19,11 @@ between the socket and a :class:`Session`.
   ten seconds is dropped with whatever was still unsent.
 - A message sent in several frames is put back together before the
   session sees it.
+- A handshake request that is no HTTP is answered 400; one over
+  ``MAX_HANDSHAKE_BYTES`` or ``MAX_HANDSHAKE_HEADERS`` 431; one with a body
+  400; everything else the ``websockets`` library judges (426 without an
+  upgrade, 400 without a valid key, 405 for another method...). Frames sent
+  right behind the request, before the 101, are kept.
 - The connections are registered with the :class:`WebSocketEndpoint`, so
   its ``drain`` closes them too.
 
@@ -44,9 +50,12 @@ import logging
 from collections import deque
 from typing import Any, Protocol
 
+import httptools
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from exporthub.realtime.codes import Disconnect
@@ -63,6 +72,10 @@ CLOSE_TIMEOUT = 10.0
 """Seconds a client has to answer our close frame before the socket goes."""
 INBOX_PAUSE = 64
 """Unhandled frames from one client before its socket stops being read."""
+MAX_HANDSHAKE_BYTES = 65536
+"""Bytes a handshake request may take, request line and headers together."""
+MAX_HANDSHAKE_HEADERS = 128
+"""Header lines a handshake request may have (as the websockets library)."""
 
 
 class _Flushable(Protocol):
@@ -115,13 +128,18 @@ class _ChannelProtocol(asyncio.Protocol):
         "_closing",
         "_connections",
         "_fragments",
+        "_headers",
+        "_headers_done",
         "_inbox",
         "_loop",
         "_max_queue",
+        "_parser",
         "_pending",
         "_pending_bytes",
         "_reading",
+        "_request_bytes",
         "_session",
+        "_target",
         "_task",
         "_transport",
         "_ws",
@@ -138,10 +156,20 @@ class _ChannelProtocol(asyncio.Protocol):
         self._loop = _loop or asyncio.get_running_loop()
         self._connections: set[Any] = server_state.connections
         # Frames over the node's limit are refused by the session itself,
-        # with its own close code; the library only stops absurd ones.
+        # with its own close code; the library only stops absurd ones. The
+        # request is read here, so the library starts at its frames.
         self._ws = ServerProtocol(
-            max_size=node.config.max_frame_bytes * 2, logger=library_logger
+            max_size=node.config.max_frame_bytes * 2,
+            logger=library_logger,
+            state=State.OPEN,
         )
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(
+            self
+        )
+        self._target = b""
+        self._headers: list[tuple[str, str]] = []
+        self._headers_done = False
+        self._request_bytes = 0
         self._max_queue = node.config.max_queue_bytes
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
@@ -161,30 +189,41 @@ class _ChannelProtocol(asyncio.Protocol):
         self._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._parser is not None:
+            data = self._read_request(data)
+        if not data or self._session is None:
+            return  # the request is not whole yet, or was refused
         ws = self._ws
         ws.receive_data(data)
-        if ws.handshake_exc is not None and self._session is None:
-            self._refuse_handshake()
-            return
         for event in ws.events_received():
-            if isinstance(event, Frame):
-                opcode = event.opcode
-                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                    if event.fin:
-                        self._received(bytes(event.data))
-                    else:
-                        self._fragments = [bytes(event.data)]
-                elif opcode is Opcode.CONT and self._fragments is not None:
-                    # The library checks the order of fragments and the
-                    # size of the whole message.
-                    self._fragments.append(bytes(event.data))
-                    if event.fin:
-                        message = b"".join(self._fragments)
-                        self._fragments = None
-                        self._received(message)
-            elif isinstance(event, Request):
-                self._handshake(event)
+            if not isinstance(event, Frame):
+                continue  # past the handshake, the library only sees frames
+            opcode = event.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if event.fin:
+                    self._received(bytes(event.data))
+                else:
+                    self._fragments = [bytes(event.data)]
+            elif opcode is Opcode.CONT and self._fragments is not None:
+                # The library checks the order of fragments and the size of
+                # the whole message.
+                self._fragments.append(bytes(event.data))
+                if event.fin:
+                    message = b"".join(self._fragments)
+                    self._fragments = None
+                    self._received(message)
         self._send_output()
+
+    # -- httptools callbacks, while the request is read ----------------------
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
@@ -278,32 +317,74 @@ class _ChannelProtocol(asyncio.Protocol):
 
     # -- internals ----------------------------------------------------------
 
+    def _read_request(self, data: bytes) -> bytes:
+        """Feed the handshake request to the parser; once it is whole, answer
+        it, and return the bytes that came after it (b"" until then)."""
+        parser = self._parser
+        assert parser is not None
+        self._request_bytes += len(data)
+        rest = b""
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            rest = data[upgrade.args[0] :]
+        except httptools.HttpParserError:
+            self._refuse(400, "Invalid WebSocket handshake\n")
+            return b""
+        if len(self._headers) > MAX_HANDSHAKE_HEADERS or (
+            self._request_bytes - len(rest) > MAX_HANDSHAKE_BYTES
+        ):
+            self._refuse(431, "Request header fields too large\n")
+            return b""
+        if not self._headers_done:
+            return b""
+        self._parser = None
+        headers = Headers(self._headers)
+        self._headers = []
+        if "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0":
+            self._refuse(400, "A WebSocket handshake has no body\n")
+            return b""
+        try:
+            target = self._target.decode("ascii")
+        except UnicodeDecodeError:
+            self._refuse(400, "Invalid WebSocket handshake\n")
+            return b""
+        request = Request(
+            target,
+            headers,
+            method=parser.get_method().decode("ascii"),
+            protocol=f"HTTP/{parser.get_http_version()}",
+        )
+        self._handshake(request)
+        return rest
+
     def _handshake(self, request: Request) -> None:
         ws = self._ws
         if request.path.partition("?")[0] != self.path:
             response = ws.reject(404, "Not Found\n")
         else:
             response = ws.accept(request)
-        ws.send_response(response)
         if response.status_code != 101:
-            self._send_output()
-            if self._transport is not None:
-                self._transport.close()
+            self._answer(response)
             return
+        if self._transport is not None:
+            self._transport.write(response.serialize())
         session = Session(self.endpoint.node, self)
         self._session = session
         self.endpoint.register(session)
         session.expect_connect()
         if self.endpoint.node.draining:
-            self._send_output()
             session.disconnect(Disconnect.SHUTDOWN)
 
-    def _refuse_handshake(self) -> None:
-        output = b"".join(self._ws.data_to_send())
-        if not output:
-            output = self._ws.reject(400, "Invalid WebSocket handshake\n").serialize()
+    def _refuse(self, status: int, text: str) -> None:
+        self._parser = None
+        self._answer(self._ws.reject(status, text))
+
+    def _answer(self, response: Response) -> None:
+        """Send a response other than 101, and close."""
+        self._closing = True
         if self._transport is not None:
-            self._transport.write(output)
+            self._transport.write(response.serialize())
             self._transport.close()
 
     def _send_output(self) -> None:
