@@ -167,7 +167,7 @@ class _ChannelProtocol(asyncio.Protocol):
             self
         )
         self._target = b""
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[str, str]] | None = []
         self._headers_done = False
         self._request_bytes = 0
         self._max_queue = node.config.max_queue_bytes
@@ -220,6 +220,7 @@ class _ChannelProtocol(asyncio.Protocol):
         self._target += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        assert self._headers is not None
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -331,6 +332,7 @@ class _ChannelProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._refuse(400, "Invalid WebSocket handshake\n")
             return b""
+        assert self._headers is not None
         if len(self._headers) > MAX_HANDSHAKE_HEADERS or (
             self._request_bytes - len(rest) > MAX_HANDSHAKE_BYTES
         ):
@@ -340,7 +342,7 @@ class _ChannelProtocol(asyncio.Protocol):
             return b""
         self._parser = None
         headers = Headers(self._headers)
-        self._headers = []
+        self._headers = None
         if "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0":
             self._refuse(400, "A WebSocket handshake has no body\n")
             return b""

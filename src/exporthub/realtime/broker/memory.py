@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from exporthub.realtime.broker import (
     DEFAULT_META_TTL,
@@ -35,7 +35,9 @@ longer than the meta TTL."""
 class _Stream:
     epoch: str
     offset: int = 0
-    items: deque[tuple[float, Publication]] = field(default_factory=deque)
+    items: deque[tuple[float, Publication]] | None = None
+    """Publications with their expiry; None until the first one (every
+    connection positions itself in five streams nobody may publish to)."""
     forget_at: float = 0.0
 
 
@@ -85,9 +87,12 @@ class MemoryBroker(Broker):
             stream = self._stream(channel, now, keep=max(self._meta_ttl, history.ttl))
             stream.offset += 1
             publication = Publication(data, stream.offset, time_ms, stream.epoch)
-            stream.items.append((now + history.ttl, publication))
-            while len(stream.items) > history.size:
-                stream.items.popleft()
+            items = stream.items
+            if items is None:
+                items = stream.items = deque()
+            items.append((now + history.ttl, publication))
+            while len(items) > history.size:
+                items.popleft()
             position = StreamPosition(stream.offset, stream.epoch)
         if self._handler is not None:
             self._handler(channel, publication)
@@ -109,12 +114,13 @@ class MemoryBroker(Broker):
     ) -> HistoryResult:
         now = time.time()
         stream = self._stream(channel, now, keep=self._meta_ttl)
-        while stream.items and stream.items[0][0] < now:
-            stream.items.popleft()
+        kept = stream.items
+        while kept and kept[0][0] < now:
+            kept.popleft()
         position = StreamPosition(stream.offset, stream.epoch)
-        if limit == 0:
+        if limit == 0 or not kept:
             return HistoryResult([], position)
-        items = [pub for _, pub in stream.items]
+        items = [pub for _, pub in kept]
         if since is not None:
             items = [p for p in items if p.offset > since.offset]
         if reverse:
@@ -125,7 +131,7 @@ class MemoryBroker(Broker):
 
     async def remove_history(self, channel: str) -> None:
         stream = self._streams.get(channel)
-        if stream is not None:
+        if stream is not None and stream.items is not None:
             stream.items.clear()
 
     # -- presence and join/leave --------------------------------------------
