@@ -336,3 +336,51 @@ async def test_the_memory_brokers_history_outlives_a_restart() -> None:
     after = MemoryBroker()
     result = await after.history("exports:u1")
     assert [p.data for p in result.publications] == [b"1"]
+
+
+async def test_the_epoch_read_before_the_first_publication_is_the_streams() -> None:
+    broker = MemoryBroker()
+    before = await broker.history("exports:u1", limit=0)
+    again = await broker.history("exports:u1", limit=0)
+    assert before == again
+    assert before.position.offset == 0
+    first = await broker.publish("exports:u1", b"1", HISTORY)
+    assert first == StreamPosition(1, before.position.epoch)
+    after = await broker.history("exports:u1")
+    assert after.position == first
+    assert [p.data for p in after.publications] == [b"1"]
+
+
+async def test_a_channel_only_read_is_forgotten_after_the_meta_ttl() -> None:
+    broker = MemoryBroker(meta_ttl=0.05)
+    before = await broker.history("exports:u1", limit=0)
+    await asyncio.sleep(0.1)
+    after = await broker.history("exports:u1", limit=0)
+    assert after.position.offset == 0
+    assert after.position.epoch != before.position.epoch
+    published = await broker.publish("exports:u1", b"1", HISTORY)
+    assert published == StreamPosition(1, after.position.epoch)
+
+
+async def test_reading_keeps_a_quiet_stream_and_its_position() -> None:
+    broker = MemoryBroker(meta_ttl=0.2)
+    first = await broker.publish("exports:u1", b"1", HistoryOptions(size=3, ttl=0.01))
+    for _ in range(3):
+        await asyncio.sleep(0.1)
+        read = await broker.history("exports:u1", limit=0)
+        assert read.position == first
+    second = await broker.publish("exports:u1", b"2", HISTORY)
+    assert second == StreamPosition(2, first.epoch)
+
+
+async def test_a_stream_forgotten_after_publications_starts_a_new_epoch_on_read() -> (
+    None
+):
+    broker = MemoryBroker(meta_ttl=0.05)
+    first = await broker.publish("exports:u1", b"1", HistoryOptions(size=3, ttl=0.01))
+    await asyncio.sleep(0.1)
+    read = await broker.history("exports:u1", limit=0)
+    assert read.position.offset == 0
+    assert read.position.epoch != first.epoch
+    again = await broker.publish("exports:u1", b"2", HISTORY)
+    assert again == StreamPosition(1, read.position.epoch)

@@ -64,6 +64,11 @@ class MemoryBroker(Broker):
         self._handler: PublicationHandler | None = None
         self._join_leave_handler: JoinLeaveHandler | None = None
         self._streams: dict[str, _Stream] = {}
+        self._unpublished: dict[str, tuple[str, float]] = {}
+        """Channels read but not published to since they were last
+        forgotten: their epoch and when to forget it. Every connection reads
+        five of them, and a tuple of a string and a float, unlike a
+        :class:`_Stream`, is soon no longer walked by the garbage collector."""
         self._presence: dict[str, dict[str, ClientInfo]] = {}
         self._meta_ttl = meta_ttl
         self._next_sweep = 0.0
@@ -113,7 +118,11 @@ class MemoryBroker(Broker):
         reverse: bool = False,
     ) -> HistoryResult:
         now = time.time()
-        stream = self._stream(channel, now, keep=self._meta_ttl)
+        stream = self._streams.get(channel)
+        if stream is None or stream.forget_at < now:
+            epoch = self._unpublished_epoch(channel, now)
+            return HistoryResult([], StreamPosition(0, epoch))
+        stream.forget_at = max(stream.forget_at, now + self._meta_ttl)
         kept = stream.items
         while kept and kept[0][0] < now:
             kept.popleft()
@@ -164,17 +173,39 @@ class MemoryBroker(Broker):
         users = {info.user for info in clients.values()}
         return PresenceStats(num_clients=len(clients), num_users=len(users))
 
+    def _sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL
+        for name in [n for n, s in self._streams.items() if s.forget_at < now]:
+            del self._streams[name]
+        unpublished = self._unpublished
+        for name in [n for n, (_, at) in unpublished.items() if at < now]:
+            del unpublished[name]
+
+    def _unpublished_epoch(self, channel: str, now: float) -> str:
+        """The epoch of a channel with nothing published since it was last
+        forgotten (its offset is 0), kept for the meta TTL from now."""
+        self._sweep(now)
+        # A forgotten stream starts a new epoch, like an expired Redis key:
+        # offsets from before it mean nothing any more.
+        self._streams.pop(channel, None)
+        known = self._unpublished.get(channel)
+        epoch = known[0] if known is not None and known[1] >= now else _new_epoch()
+        self._unpublished[channel] = (epoch, now + self._meta_ttl)
+        return epoch
+
     def _stream(self, channel: str, now: float, *, keep: float) -> _Stream:
         """The channel's stream, kept for at least ``keep`` more seconds."""
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_INTERVAL
-            for name in [n for n, s in self._streams.items() if s.forget_at < now]:
-                del self._streams[name]
+        self._sweep(now)
         stream = self._streams.get(channel)
         if stream is None or stream.forget_at < now:
-            # A forgotten stream starts a new epoch, like an expired Redis
-            # key: offsets from before it mean nothing any more.
-            stream = _Stream(epoch=_new_epoch())
+            # The epoch read before the first publication, if still known.
+            known = self._unpublished.pop(channel, None)
+            if known is not None and known[1] >= now:
+                stream = _Stream(epoch=known[0], forget_at=known[1])
+            else:
+                stream = _Stream(epoch=_new_epoch())
             self._streams[channel] = stream
         stream.forget_at = max(stream.forget_at, now + keep)
         return stream
