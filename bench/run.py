@@ -435,6 +435,7 @@ class Options:
     profile: bool
     quick: bool
     repeat: int = 3
+    profile_rate: int = 250
     server_gc: str | None = None
 
 
@@ -492,7 +493,7 @@ class Bench:
         profiler = None
         if self.options.profile and server.kind.python and server.proc is not None:
             path = self.profile_dir / f"{name}.txt"
-            profiler = Profiler(server.proc.pid, path)
+            profiler = Profiler(server.proc.pid, path, self.options.profile_rate)
             time.sleep(0.5)  # py-spy attaches before the phase begins.
         try:
             yield
@@ -1035,6 +1036,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "the measured phases (slows them; latest.md is kept)",
     )
     parser.add_argument(
+        "--profile-rate",
+        type=int,
+        default=250,
+        help="py-spy samples per second with --profile",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=None,
@@ -1091,6 +1098,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         concurrency=args.concurrency,
         storm_concurrency=args.storm_concurrency,
         profile=args.profile,
+        profile_rate=args.profile_rate,
         quick=args.quick,
         repeat=max(1, args.repeat),
         server_gc=args.server_gc,
