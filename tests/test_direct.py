@@ -345,6 +345,19 @@ def status_line(written: bytes) -> bytes:
             HANDSHAKE.replace(PATH.encode(), b"/elsewhere"),
             b"HTTP/1.1 404 Not Found",
         ),
+        (
+            HANDSHAKE.replace(PATH.encode(), PATH.encode() + b"?" + b"q" * 9000),
+            b"HTTP/1.1 414 Request-URI Too Long",
+        ),
+        (
+            # Two requests in one read: the first is answered, the second,
+            # whose target would be read onto the first's, is not read.
+            b"GET "
+            + PATH.encode()
+            + b"?a HTTP/1.1\r\nHost: h\r\n\r\n"
+            + HANDSHAKE.replace(PATH.encode(), b"/b"),
+            b"HTTP/1.1 426 Upgrade Required",
+        ),
     ],
     ids=[
         "not-http",
@@ -358,6 +371,8 @@ def status_line(written: bytes) -> bytes:
         "post",
         "http-1.0",
         "other-path",
+        "long-target",
+        "pipelined",
     ],
 )
 async def test_a_bad_handshake_gets_a_clear_answer_and_is_closed(
@@ -410,3 +425,77 @@ async def test_frames_right_behind_the_handshake_are_read(node) -> None:
     assert status_line(head + b"\r\n") == b"HTTP/1.1 101 Switching Protocols"
     assert b'"id":1,"connect":{"client":' in frames
     assert b'{"id":2,"ping":{}}' in frames
+
+
+async def test_only_one_answer_is_given_to_pipelined_requests(node) -> None:
+    protocol, transport = handshake_connection(node)
+    plain = b"GET " + PATH.encode() + b" HTTP/1.1\r\nHost: h\r\n\r\n"
+    protocol.data_received(plain + HANDSHAKE)
+    protocol.data_received(HANDSHAKE)
+    assert transport.written.count(b"HTTP/1.1 ") == 1
+    assert status_line(transport.written) == b"HTTP/1.1 426 Upgrade Required"
+
+
+def quick_stale(node, delay: float = 0.05) -> None:
+    node.config.stale_delay = delay
+
+
+async def settle(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_connection_that_sends_nothing_is_closed_when_stale(node) -> None:
+    quick_stale(node)
+    front, transport, connections = front_connection(WebSocketEndpoint(node))
+    await settle(0.1)
+    assert transport.closed
+    assert transport.written == b""
+    front.connection_lost(None)
+    assert connections == set()
+
+
+async def test_a_handshake_trickling_in_is_dropped_when_stale(node) -> None:
+    quick_stale(node)
+    front, transport, _ = front_connection(WebSocketEndpoint(node))
+    front.data_received(HANDSHAKE[:40])
+    assert type(transport.protocol).__name__ == "ChannelProtocol"
+    await settle(0.1)
+    assert transport.aborted
+    assert transport.written == b""
+
+
+async def test_a_websocket_that_never_connects_is_closed_as_stale_from_its_accept(
+    node,
+) -> None:
+    quick_stale(node)
+    front, transport, _ = front_connection(WebSocketEndpoint(node))
+    front.data_received(HANDSHAKE)
+    assert status_line(transport.written) == b"HTTP/1.1 101 Switching Protocols"
+    await settle(0.1)
+    # The server's close frame: code 3502 (0x0DAE), reason "stale".
+    assert transport.written.endswith(b"\x88\x07\x0d\xaestale")
+
+
+async def test_a_client_that_connects_in_time_keeps_its_connection(node) -> None:
+    quick_stale(node, 0.1)
+    front, transport, _ = front_connection(WebSocketEndpoint(node))
+    front.data_received(HANDSHAKE)
+    token = issue(SECRET, "u1", ttl=60, channels=["exports:u1"])
+    transport.protocol.data_received(  # type: ignore[union-attr]
+        client_frame(orjson.dumps({"id": 1, "connect": {"token": token}}).decode())
+    )
+    await settle(0.25)
+    assert b'"connect":{"client":' in transport.written
+    assert not transport.closed and not transport.aborted
+    assert b"stale" not in transport.written
+
+
+async def test_a_request_for_http_has_no_stale_timer_of_the_channel(node) -> None:
+    quick_stale(node)
+    front, transport, _ = front_connection(WebSocketEndpoint(node))
+    front.data_received(b"GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await settle(0.1)
+    assert isinstance(transport.protocol, RecordingHTTP)
+    assert not transport.closed and not transport.aborted

@@ -19,11 +19,18 @@ go straight between the socket and a :class:`Session`.
   ten seconds is dropped with whatever was still unsent.
 - A message sent in several frames is put back together before the
   session sees it.
-- A handshake request that is no HTTP is answered 400; one over
-  ``MAX_HANDSHAKE_BYTES`` or ``MAX_HANDSHAKE_HEADERS`` 431; one with a body
-  400; everything else the ``websockets`` library judges (426 without an
-  upgrade, 400 without a valid key, 405 for another method...). Frames sent
-  right behind the request, before the 101, are kept.
+- A handshake request that is no HTTP is answered 400; one whose target
+  passes ``MAX_TARGET_BYTES`` 414; one over ``MAX_HANDSHAKE_BYTES`` or
+  ``MAX_HANDSHAKE_HEADERS`` 431; one with a body 400; everything else the
+  ``websockets`` library judges (426 without an upgrade, 400 without a
+  valid key, 405 for another method...). Only the first request counts:
+  whatever follows it before the 101 is frames, and after a refusal
+  nothing. Frames sent right behind the request are kept.
+- Through the front (below), a connection that has not completed its
+  handshake and its ``connect`` within the node's ``stale_delay`` of being
+  accepted is dropped (still in the handshake) or closed with 3502; the
+  same timer covers both, so a client trickling its request byte by byte
+  holds nothing for long.
 - The connections are registered with the :class:`WebSocketEndpoint`, so
   its ``drain`` closes them too.
 
@@ -76,6 +83,12 @@ MAX_HANDSHAKE_BYTES = 65536
 """Bytes a handshake request may take, request line and headers together."""
 MAX_HANDSHAKE_HEADERS = 128
 """Header lines a handshake request may have (as the websockets library)."""
+MAX_TARGET_BYTES = 8192
+"""Bytes of a handshake request's target (as the websockets library)."""
+
+
+class _TooLarge(Exception):
+    """Raised from a parser callback to stop reading an oversized request."""
 
 
 class _Flushable(Protocol):
@@ -128,20 +141,24 @@ class _ChannelProtocol(asyncio.Protocol):
         "_closing",
         "_connections",
         "_fragments",
+        "_header_bytes",
         "_headers",
-        "_headers_done",
         "_inbox",
         "_loop",
         "_max_queue",
+        "_method",
         "_parser",
         "_pending",
         "_pending_bytes",
         "_reading",
+        "_refusal",
         "_request_bytes",
         "_session",
+        "_stale_timer",
         "_target",
         "_task",
         "_transport",
+        "_version",
         "_ws",
     )
 
@@ -168,8 +185,13 @@ class _ChannelProtocol(asyncio.Protocol):
         )
         self._target = b""
         self._headers: list[tuple[str, str]] | None = []
-        self._headers_done = False
+        self._method: bytes | None = None  # set once the headers are read
+        self._version = ""
         self._request_bytes = 0
+        self._header_bytes = 0
+        self._refusal: tuple[int, str] | None = None
+        self._stale_timer: asyncio.TimerHandle | None = None
+        """Started by the front when the connection was accepted."""
         self._max_queue = node.config.max_queue_bytes
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
@@ -217,19 +239,48 @@ class _ChannelProtocol(asyncio.Protocol):
     # -- httptools callbacks, while the request is read ----------------------
 
     def on_url(self, url: bytes) -> None:
+        if self._method is not None:
+            return  # a second request behind the first: not read
         self._target += url
+        if len(self._target) > MAX_TARGET_BYTES:
+            self._refusal = (414, "Request target too long\n")
+            raise _TooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._headers is not None
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        headers = self._headers
+        if self._method is not None or headers is None:
+            return
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._header_bytes += len(name) + len(value) + 4
+        if (
+            len(headers) > MAX_HANDSHAKE_HEADERS
+            or self._header_bytes + len(self._target) > MAX_HANDSHAKE_BYTES
+        ):
+            self._refusal = (431, "Request header fields too large\n")
+            raise _TooLarge
 
     def on_headers_complete(self) -> None:
-        self._headers_done = True
+        parser = self._parser
+        if self._method is None and parser is not None:
+            self._method = parser.get_method()
+            self._version = parser.get_http_version()
+
+    def stale(self) -> None:
+        """The front's timer ran out: drop a connection still in its
+        handshake, close one still not connected as stale."""
+        self._stale_timer = None
+        if self._session is not None:
+            self._session.check_stale()
+        elif not self._closing:
+            self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self._closing = True
         self._pending.clear()
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
+            self._stale_timer = None
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
@@ -330,35 +381,41 @@ class _ChannelProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade as upgrade:
             rest = data[upgrade.args[0] :]
         except httptools.HttpParserError:
-            self._refuse(400, "Invalid WebSocket handshake\n")
-            return b""
-        assert self._headers is not None
-        if len(self._headers) > MAX_HANDSHAKE_HEADERS or (
-            self._request_bytes - len(rest) > MAX_HANDSHAKE_BYTES
-        ):
-            self._refuse(431, "Request header fields too large\n")
-            return b""
-        if not self._headers_done:
+            if self._method is None:
+                self._refuse(*(self._refusal or (400, "Invalid WebSocket handshake\n")))
+                return b""
+            # What follows a whole request is not read: it is answered.
+        method = self._method
+        if method is None:
+            # A single huge line is buffered by the parser, not seen here.
+            if self._request_bytes > MAX_HANDSHAKE_BYTES:
+                self._refuse(431, "Request header fields too large\n")
             return b""
         self._parser = None
-        headers = Headers(self._headers)
-        self._headers = None
-        if "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0":
-            self._refuse(400, "A WebSocket handshake has no body\n")
-            return b""
-        try:
-            target = self._target.decode("ascii")
-        except UnicodeDecodeError:
-            self._refuse(400, "Invalid WebSocket handshake\n")
-            return b""
-        request = Request(
-            target,
-            headers,
-            method=parser.get_method().decode("ascii"),
-            protocol=f"HTTP/{parser.get_http_version()}",
-        )
-        self._handshake(request)
+        request = self._request(method)
+        if request is not None:
+            self._handshake(request)
         return rest
+
+    def _request(self, method: bytes) -> Request | None:
+        """The request read, or None when it was refused."""
+        pairs = self._headers or []
+        self._headers = None
+        try:
+            headers = Headers(pairs)
+            lengths = headers.get_all("Content-Length")
+            if "Transfer-Encoding" in headers or any(v != "0" for v in lengths):
+                self._refuse(400, "A WebSocket handshake has no body\n")
+                return None
+            return Request(
+                self._target.decode("ascii"),
+                headers,
+                method=method.decode("ascii"),
+                protocol=f"HTTP/{self._version}",
+            )
+        except (ValueError, LookupError):
+            self._refuse(400, "Invalid WebSocket handshake\n")
+            return None
 
     def _handshake(self, request: Request) -> None:
         ws = self._ws
@@ -374,7 +431,8 @@ class _ChannelProtocol(asyncio.Protocol):
         session = Session(self.endpoint.node, self)
         self._session = session
         self.endpoint.register(session)
-        session.expect_connect()
+        session.expect_connect(self._stale_timer)
+        self._stale_timer = None
         if self.endpoint.node.draining:
             session.disconnect(Disconnect.SHUTDOWN)
 
@@ -385,6 +443,9 @@ class _ChannelProtocol(asyncio.Protocol):
     def _answer(self, response: Response) -> None:
         """Send a response other than 101, and close."""
         self._closing = True
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
+            self._stale_timer = None
         if self._transport is not None:
             self._transport.write(response.serialize())
             self._transport.close()
@@ -491,7 +552,7 @@ class _FrontProtocol(asyncio.Protocol):
     http_class: type[asyncio.Protocol]
     request_line: bytes
 
-    __slots__ = ("_args", "_connections", "_head", "_transport")
+    __slots__ = ("_args", "_connections", "_head", "_successor", "_timer", "_transport")
 
     def __init__(
         self,
@@ -504,10 +565,25 @@ class _FrontProtocol(asyncio.Protocol):
         self._connections: set[Any] = server_state.connections
         self._transport: asyncio.Transport | None = None
         self._head = b""
+        self._timer: asyncio.TimerHandle | None = None
+        self._successor: _ChannelProtocol | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._connections.add(self)
+        # One timer from here to the client's connect command: the session
+        # takes it over and cancels it once connected.
+        delay = self.channel_class.endpoint.node.config.stale_delay
+        if delay > 0:
+            loop = self._args[3] or asyncio.get_running_loop()
+            self._timer = loop.call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._successor is not None:
+            self._successor.stale()
+        elif self._transport is not None:
+            self._transport.close()  # not even a whole request line
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
@@ -524,10 +600,16 @@ class _FrontProtocol(asyncio.Protocol):
         config, server_state, app_state, loop = self._args
         protocol: asyncio.Protocol
         if data.startswith(line) and data[len(line) : len(line) + 1] in (b" ", b"?"):
-            protocol = self.channel_class(config, server_state, app_state, loop)
+            channel = self.channel_class(config, server_state, app_state, loop)
+            channel._stale_timer = self._timer
+            self._successor = channel
+            protocol = channel
             transport.set_protocol(protocol)
             protocol.connection_made(transport)
         else:
+            if self._timer is not None:
+                self._timer.cancel()  # uvicorn has its own timeouts
+                self._timer = None
             protocol = self.http_class(  # type: ignore[call-arg]
                 config=config,
                 server_state=server_state,
@@ -541,6 +623,9 @@ class _FrontProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def shutdown(self) -> None:
         """uvicorn is stopping: nothing was asked on this connection yet."""

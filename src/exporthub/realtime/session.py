@@ -138,15 +138,25 @@ class Session:
         self._pong_deadline: float | None = None
         self._stale_timer: asyncio.TimerHandle | None = None
 
-    def expect_connect(self) -> None:
+    def expect_connect(self, timer: asyncio.TimerHandle | None = None) -> None:
         """Close the connection as stale (3502) unless it has sent a valid
-        ``connect`` within ``node.config.stale_delay`` seconds."""
+        ``connect`` within ``node.config.stale_delay`` seconds.
+
+        ``timer`` is one the transport already started when the connection
+        was accepted (so that the handshake counts too), whose end calls
+        :meth:`check_stale`; the session cancels it once connected, as it
+        would its own.
+        """
+        if timer is not None:
+            self._stale_timer = timer
+            return
         delay = self.node.config.stale_delay
         if delay > 0 and self.state is State.CONNECTING:
             loop = asyncio.get_running_loop()
-            self._stale_timer = loop.call_later(delay, self._check_stale)
+            self._stale_timer = loop.call_later(delay, self.check_stale)
 
-    def _check_stale(self) -> None:
+    def check_stale(self) -> None:
+        """Disconnect as stale (3502) if still not connected."""
         self._stale_timer = None
         if self.state is State.CONNECTING:
             self.disconnect(Disconnect.STALE)
