@@ -90,6 +90,7 @@ class Worker:
         self.events = events
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
+        self._watch = db.watch()
         self._runs: dict[str, _Run] = {}
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._stopping = False
@@ -130,6 +131,7 @@ class Worker:
                 break
             job = None
             try:
+                self._watch.mark()
                 job = await jobs.claim(self.db, self.worker_id, self.settings.job_lease)
             finally:
                 if job is None:
@@ -183,14 +185,22 @@ class Worker:
             await self.events.requeued(requeued, run.user, "worker shutting down")
 
     async def _idle(self) -> None:
-        timeout = IDLE_POLL
+        """Wait until woken, until a queued job's backoff ends, or until
+        another process may have queued one (the database changed)."""
         upcoming = await jobs.next_run_at(self.db)
-        if upcoming is not None:
-            timeout = min(timeout, max(0.0, (upcoming - utcnow()).total_seconds()))
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
+        while not self._stopping:
+            timeout = IDLE_POLL
+            if upcoming is not None:
+                timeout = min(timeout, max(0.0, (upcoming - utcnow()).total_seconds()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+                break
+            except TimeoutError:
+                pass
+            if upcoming is not None and upcoming <= utcnow():
+                break
+            if self._watch.changed():
+                break
         self._wake.clear()
 
     def _start(self, job: Job, user: User) -> None:

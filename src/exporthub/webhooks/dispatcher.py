@@ -79,6 +79,7 @@ class Dispatcher:
         host = socket.gethostname()[:OWNER_HOST_CHARS]
         self.owner = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
+        self._watch = db.watch()
         self._stopping = False
         self._tasks: dict[asyncio.Task[None], int] = {}
         self._busy: Counter[int] = Counter()
@@ -117,16 +118,16 @@ class Dispatcher:
         try:
             while not self._stopping:
                 self._wake.clear()
-                pause = POLL_INTERVAL
+                due_in: float | None = POLL_INTERVAL
                 try:
+                    self._watch.mark()
                     await self._claim_due()
                     await self._prune()
-                    pause = await self._until_next_due()
+                    due_in = await self._until_next_due()
                 except Exception:
+                    self._watch = self.db.watch()  # look again next time
                     logger.exception("webhook dispatcher could not read deliveries")
-                if not self._stopping:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), pause)
+                await self._rest(due_in)
         finally:
             # Closing the client cuts its connections: the attempts on them
             # end first (stop() gives them their grace, then cancels them).
@@ -147,12 +148,30 @@ class Dispatcher:
                 await asyncio.wait(pending)
         logger.info("webhook dispatcher %s stopped", self.owner)
 
-    async def _until_next_due(self) -> float:
-        """Seconds to sleep: until the next retry is due, at most a poll."""
+    async def _until_next_due(self) -> float | None:
+        """Seconds until the next retry is due; None when none waits."""
         upcoming = await store.next_due(self.db, utcnow())
         if upcoming is None:
-            return POLL_INTERVAL
-        return min(POLL_INTERVAL, max(0.0, (upcoming - utcnow()).total_seconds()))
+            return None
+        return max(0.0, (upcoming - utcnow()).total_seconds())
+
+    async def _rest(self, due_in: float | None) -> None:
+        """Wait until woken, until a retry is due (in ``due_in`` seconds),
+        or until another process may have stored or freed a delivery (the
+        database changed); look at least every poll interval."""
+        loop = asyncio.get_running_loop()
+        due_at = None if due_in is None else loop.time() + due_in
+        while not self._stopping:
+            pause = POLL_INTERVAL
+            if due_at is not None:
+                pause = min(pause, max(0.0, due_at - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+                return
+            if due_at is not None and loop.time() >= due_at:
+                return
+            if self._watch.changed():
+                return
 
     async def _claim_due(self) -> None:
         room = MAX_IN_FLIGHT - len(self._tasks)
