@@ -180,3 +180,16 @@ async def test_a_job_change_committed_before_a_crash_still_reaches_webhooks(
     await jobs.finish(db, job.guid, "worker", exported=0, total=0, columns=[])
     # The process dies here, before the job events reach the sinks.
     assert (job.guid, "job.finished") in await events_of(db, webhook.id)
+
+
+async def test_the_next_due_time_counts_a_lease_that_runs_out(db, endpoint) -> None:
+    user, _ = endpoint
+    await store.enqueue(db, user.uuid, envelope("g1", "job.created"))
+    assert await store.next_due(db, utcnow()) is None  # due now, not later
+    [seen] = await due_now(db)
+    before = utcnow()
+    await store.claim(db, seen, "holder", lease=60.0, max_attempts=MAX_ATTEMPTS)
+    lapse = await store.next_due(db, utcnow())
+    # Nothing is written when the lease lapses: the dispatcher wakes for it.
+    assert lapse is not None
+    assert before + timedelta(seconds=59) <= lapse <= utcnow() + timedelta(seconds=60)

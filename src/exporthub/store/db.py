@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 logger = logging.getLogger(__name__)
@@ -52,12 +52,18 @@ class Database:
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self._file: str | None = None
+        """The SQLite file whose data version :meth:`data_version` reads."""
         self._versions: sqlite3.Connection | None = None
+        self._closed = False
+        self._version_failed = False
+        self._generation = 0
         if self.is_sqlite:
             path = self.url.removeprefix("sqlite+aiosqlite:///")
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self._file = path
+            parsed = make_url(self.url)
+            if parsed.database and parsed.database != ":memory:" and not parsed.query:
+                self._file = parsed.database
             self.engine: AsyncEngine = create_async_engine(
                 self.url, connect_args={"timeout": 30}
             )
@@ -79,32 +85,44 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
-        if self._versions is not None:
-            self._versions.close()
-            self._versions = None
+        self._closed = True
+        self._drop_versions()
         await self.engine.dispose()
 
     def watch(self) -> ChangeWatch:
         """A :class:`ChangeWatch` for one poller."""
         return ChangeWatch(self)
 
-    def data_version(self) -> int | None:
-        """A number that changes whenever any connection of any process
+    def data_version(self) -> tuple[int, int] | None:
+        """A value that changes whenever any connection of any process
         commits to this SQLite file (``PRAGMA data_version``, read on a
-        connection of its own that never writes); None when it cannot tell
-        (PostgreSQL, an in-memory database, an error)."""
-        if self._file is None:
+        connection of its own that never writes, paired with that
+        connection's number: versions of two connections do not compare);
+        None when it cannot tell (PostgreSQL, an in-memory database, after
+        :meth:`close`, an error)."""
+        if self._file is None or self._closed:
             return None
         try:
             if self._versions is None:
-                self._versions = sqlite3.connect(
-                    self._file, timeout=1, check_same_thread=False
-                )
+                # Never waits for a lock: the event loop runs this. A busy
+                # database answers None, "may have changed", and the
+                # poller queries as it would without a watch.
+                self._versions = sqlite3.connect(self._file, timeout=0)
+                self._generation += 1
             row = self._versions.execute("PRAGMA data_version").fetchone()
-        except sqlite3.Error:
-            logger.warning("cannot read the SQLite data version", exc_info=True)
+        except sqlite3.Error as exc:
+            if not self._version_failed:
+                self._version_failed = True
+                logger.warning("cannot read the SQLite data version: %s", exc)
+            self._drop_versions()  # opened afresh next time
             return None
-        return int(row[0])
+        self._version_failed = False
+        return (self._generation, int(row[0]))
+
+    def _drop_versions(self) -> None:
+        if self._versions is not None:
+            self._versions.close()
+            self._versions = None
 
 
 class ChangeWatch:
@@ -126,7 +144,7 @@ class ChangeWatch:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._version: int | None = None
+        self._version: tuple[int, int] | None = None
         self._marked_at = 0.0
 
     def mark(self) -> None:

@@ -576,18 +576,25 @@ async def _insert_attempt(conn: AsyncConnection, delivery_id: int, a: Attempt) -
 
 
 async def next_due(db: Database, now: datetime) -> datetime | None:
-    """When the earliest delivery waiting for a retry becomes due."""
+    """When a pending delivery next becomes claimable: the earliest retry
+    time, or the earliest lease that runs out (its holder may be gone;
+    nothing is written when a lease lapses)."""
     d = webhook_deliveries
+    pending = d.c.status == DeliveryStatus.PENDING.value
+    retry = (
+        select(func.min(d.c.next_attempt_at))
+        .where(pending, d.c.next_attempt_at > now)
+        .scalar_subquery()
+    )
+    lapse = (
+        select(func.min(d.c.lease_until))
+        .where(pending, d.c.locked_by.is_not(None), d.c.lease_until > now)
+        .scalar_subquery()
+    )
     async with db.engine.connect() as conn:
-        value = (
-            await conn.execute(
-                select(func.min(d.c.next_attempt_at)).where(
-                    d.c.status == DeliveryStatus.PENDING.value,
-                    d.c.next_attempt_at > now,
-                )
-            )
-        ).scalar()
-    return as_utc(value)
+        row = (await conn.execute(select(retry, lapse))).one()
+    times = [as_utc(value) for value in row if value is not None]
+    return min(times) if times else None  # type: ignore[type-var]
 
 
 async def prune(db: Database, before: datetime) -> int:
