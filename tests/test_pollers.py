@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,20 +90,32 @@ async def test_a_woken_worker_stops_idling_at_once(
     await asyncio.wait_for(idle, 2)
 
 
-async def test_an_idle_dispatcher_waits_for_a_change_or_its_due_time(
+async def test_an_idle_dispatcher_looks_again_only_when_the_database_changes(
     files, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ours, theirs = files
     monkeypatch.setattr(dispatcher_module, "POLL_INTERVAL", 0.02)
+    looks: list[int] = []
+    real_due = dispatcher_module.store.due
+
+    async def counted_due(*args: Any, **kwargs: Any) -> Any:
+        looks.append(1)
+        return await real_due(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher_module.store, "due", counted_due)
     dispatcher = Dispatcher(ours, Settings.from_env().webhooks, report=None)  # type: ignore[arg-type]
-    dispatcher._watch.mark()
-    resting = asyncio.ensure_future(dispatcher._rest(None))
-    await asyncio.sleep(0.3)
-    assert not resting.done()
-    await Outbox(theirs).publish("user:u1", {"n": 1})
-    await asyncio.wait_for(resting, 2)
-    # A retry due soon ends the rest even with nothing committed.
-    dispatcher._watch.mark()
-    started = asyncio.get_running_loop().time()
-    await asyncio.wait_for(dispatcher._rest(0.15), 2)
-    assert asyncio.get_running_loop().time() - started >= 0.14
+    running = asyncio.ensure_future(dispatcher.run())
+    try:
+        await asyncio.sleep(0.1)
+        settled = len(looks)
+        await asyncio.sleep(0.3)  # fifteen poll intervals, nothing committed
+        assert len(looks) == settled == 1
+        await Outbox(theirs).publish("user:u1", {"n": 1})  # a commit elsewhere
+        for _ in range(100):
+            if len(looks) > settled:
+                break
+            await asyncio.sleep(0.02)
+        assert len(looks) == settled + 1
+    finally:
+        await dispatcher.stop(grace=1)
+        await asyncio.wait_for(running, 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -90,8 +91,51 @@ async def test_an_in_memory_database_always_says_changed() -> None:
 
 
 async def test_any_database_says_changed_after_a_commit(db: Database) -> None:
-    # SQLite or PostgreSQL, whichever the tests run on.
+    # SQLite or PostgreSQL, whichever the tests run on: a SQLite file can
+    # tell "unchanged"; PostgreSQL never claims to, its pollers just query.
     watch = db.watch()
     watch.mark()
+    assert watch.changed() is not db.is_sqlite
     await commit_a_row(db)
     assert watch.changed() is True
+
+
+async def test_a_failed_look_forgets_the_mark(sqlite_db: Database) -> None:
+    watch = sqlite_db.watch()
+    watch.mark()
+    assert watch.changed() is False
+    watch.forget()
+    assert watch.changed() is True
+
+
+async def test_resting_ends_on_a_commit_elsewhere_and_not_before(
+    sqlite_db: Database,
+) -> None:
+    other = Database(sqlite_db.url.replace("+aiosqlite", ""))
+    watch, wake = sqlite_db.watch(), asyncio.Event()
+    watch.mark()
+    resting = asyncio.ensure_future(watch.rest(wake, poll=0.02, due_in=None))
+    try:
+        await asyncio.sleep(0.3)  # fifteen looks, nothing committed
+        assert not resting.done()
+        await commit_a_row(other)
+        await asyncio.wait_for(resting, 2)
+    finally:
+        resting.cancel()
+        await other.close()
+
+
+async def test_resting_ends_when_woken_or_when_something_is_due(
+    sqlite_db: Database,
+) -> None:
+    loop = asyncio.get_running_loop()
+    watch, wake = sqlite_db.watch(), asyncio.Event()
+    watch.mark()
+    started = loop.time()
+    await asyncio.wait_for(watch.rest(wake, poll=0.02, due_in=0.15), 2)
+    assert 0.14 <= loop.time() - started < 1
+    resting = asyncio.ensure_future(watch.rest(wake, poll=0.02, due_in=None))
+    await asyncio.sleep(0.1)
+    assert not resting.done()
+    wake.set()
+    await asyncio.wait_for(resting, 2)

@@ -93,7 +93,7 @@ class Housekeeper:
                     last_plans = time.monotonic()
                     await self.expire_plans()
             except Exception:
-                watch = self.db.watch()  # look again next time
+                watch.forget()  # look again next time
                 logger.exception("housekeeping failed; trying again")
             await asyncio.sleep(self.interval)
 

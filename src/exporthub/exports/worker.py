@@ -188,19 +188,8 @@ class Worker:
         """Wait until woken, until a queued job's backoff ends, or until
         another process may have queued one (the database changed)."""
         upcoming = await jobs.next_run_at(self.db)
-        while not self._stopping:
-            timeout = IDLE_POLL
-            if upcoming is not None:
-                timeout = min(timeout, max(0.0, (upcoming - utcnow()).total_seconds()))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-                break
-            except TimeoutError:
-                pass
-            if upcoming is not None and upcoming <= utcnow():
-                break
-            if self._watch.changed():
-                break
+        due_in = None if upcoming is None else (upcoming - utcnow()).total_seconds()
+        await self._watch.rest(self._wake, poll=IDLE_POLL, due_in=due_in)
         self._wake.clear()
 
     def _start(self, job: Job, user: User) -> None:

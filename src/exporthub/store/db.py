@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -58,12 +60,12 @@ class Database:
         self._version_failed = False
         self._generation = 0
         if self.is_sqlite:
-            path = self.url.removeprefix("sqlite+aiosqlite:///")
+            parsed = make_url(self.url)
+            path = parsed.database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            parsed = make_url(self.url)
-            if parsed.database and parsed.database != ":memory:" and not parsed.query:
-                self._file = parsed.database
+                if not parsed.query:
+                    self._file = path
             self.engine: AsyncEngine = create_async_engine(
                 self.url, connect_args={"timeout": 30}
             )
@@ -151,12 +153,34 @@ class ChangeWatch:
         self._version = self._db.data_version()
         self._marked_at = time.monotonic()
 
+    def forget(self) -> None:
+        """Say "changed" until the next mark (the last look failed)."""
+        self._version = None
+
     def changed(self) -> bool:
         if self._version is None:
             return True
         if time.monotonic() - self._marked_at >= MAX_QUIET:
             return True
         return self._db.data_version() != self._version
+
+    async def rest(
+        self, wake: asyncio.Event, *, poll: float, due_in: float | None
+    ) -> None:
+        """Wait until ``wake`` is set, until something is due (in ``due_in``
+        seconds; None: nothing is), or until the database changed, looking
+        every ``poll`` seconds."""
+        loop = asyncio.get_running_loop()
+        due_at = None if due_in is None else loop.time() + due_in
+        while True:
+            pause = poll if due_at is None else min(poll, due_at - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), max(0.0, pause))
+                return
+            if due_at is not None and loop.time() >= due_at:
+                return
+            if self.changed():
+                return
 
 
 def sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

@@ -13,7 +13,6 @@ dispatcher on one database; leases keep them from sending one attempt twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -125,9 +124,12 @@ class Dispatcher:
                     await self._prune()
                     due_in = await self._until_next_due()
                 except Exception:
-                    self._watch = self.db.watch()  # look again next time
+                    self._watch.forget()  # look again next time
                     logger.exception("webhook dispatcher could not read deliveries")
-                await self._rest(due_in)
+                if not self._stopping:
+                    await self._watch.rest(
+                        self._wake, poll=POLL_INTERVAL, due_in=due_in
+                    )
         finally:
             # Closing the client cuts its connections: the attempts on them
             # end first (stop() gives them their grace, then cancels them).
@@ -154,24 +156,6 @@ class Dispatcher:
         if upcoming is None:
             return None
         return max(0.0, (upcoming - utcnow()).total_seconds())
-
-    async def _rest(self, due_in: float | None) -> None:
-        """Wait until woken, until a retry is due (in ``due_in`` seconds),
-        or until another process may have stored or freed a delivery (the
-        database changed); look at least every poll interval."""
-        loop = asyncio.get_running_loop()
-        due_at = None if due_in is None else loop.time() + due_in
-        while not self._stopping:
-            pause = POLL_INTERVAL
-            if due_at is not None:
-                pause = min(pause, max(0.0, due_at - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
-                return
-            if due_at is not None and loop.time() >= due_at:
-                return
-            if self._watch.changed():
-                return
 
     async def _claim_due(self) -> None:
         room = MAX_IN_FLIGHT - len(self._tasks)
