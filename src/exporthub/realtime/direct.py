@@ -141,7 +141,6 @@ class _ChannelProtocol(asyncio.Protocol):
         "_closing",
         "_connections",
         "_fragments",
-        "_header_bytes",
         "_headers",
         "_inbox",
         "_loop",
@@ -188,7 +187,6 @@ class _ChannelProtocol(asyncio.Protocol):
         self._method: bytes | None = None  # set once the headers are read
         self._version = ""
         self._request_bytes = 0
-        self._header_bytes = 0
         self._refusal: tuple[int, str] | None = None
         self._stale_timer: asyncio.TimerHandle | None = None
         """Started by the front when the connection was accepted."""
@@ -251,11 +249,7 @@ class _ChannelProtocol(asyncio.Protocol):
         if self._method is not None or headers is None:
             return
         headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        self._header_bytes += len(name) + len(value) + 4
-        if (
-            len(headers) > MAX_HANDSHAKE_HEADERS
-            or self._header_bytes + len(self._target) > MAX_HANDSHAKE_BYTES
-        ):
+        if len(headers) > MAX_HANDSHAKE_HEADERS:
             self._refusal = (431, "Request header fields too large\n")
             raise _TooLarge
 
@@ -385,11 +379,13 @@ class _ChannelProtocol(asyncio.Protocol):
                 self._refuse(*(self._refusal or (400, "Invalid WebSocket handshake\n")))
                 return b""
             # What follows a whole request is not read: it is answered.
+        # Whatever was read up to here counts, whole or not (the parser
+        # buffers a line that is still arriving, unseen by the callbacks).
+        if self._request_bytes - len(rest) > MAX_HANDSHAKE_BYTES:
+            self._refuse(431, "Request header fields too large\n")
+            return b""
         method = self._method
         if method is None:
-            # A single huge line is buffered by the parser, not seen here.
-            if self._request_bytes > MAX_HANDSHAKE_BYTES:
-                self._refuse(431, "Request header fields too large\n")
             return b""
         self._parser = None
         request = self._request(method)
@@ -601,7 +597,7 @@ class _FrontProtocol(asyncio.Protocol):
         protocol: asyncio.Protocol
         if data.startswith(line) and data[len(line) : len(line) + 1] in (b" ", b"?"):
             channel = self.channel_class(config, server_state, app_state, loop)
-            channel._stale_timer = self._timer
+            channel._stale_timer, self._timer = self._timer, None
             self._successor = channel
             protocol = channel
             transport.set_protocol(protocol)
