@@ -260,10 +260,7 @@ class Session:
         for channel in claims.channels:
             self._flush_pending(channel)
         for channel in claims.channels:
-            # Most namespaces have no join/leave: no coroutine for them.
-            sub = self.subscriptions.get(channel)
-            if sub is not None and sub.join_leave:
-                await self.node.announce_join(self, channel)
+            await self.node.announce_join(self, channel)
         if self._stale_timer is not None:
             self._stale_timer.cancel()
             self._stale_timer = None
@@ -438,8 +435,7 @@ class Session:
             )
         self.subscriptions[channel] = sub
         await self.node.hub.add(channel, self)
-        if sub.presence:
-            await self.node.subscribed(self, channel)
+        await self.node.subscribed(self, channel)
         result: dict[str, Any] = {}
         if options is None or not options.history.enabled:
             return result
