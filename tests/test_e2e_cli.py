@@ -420,6 +420,9 @@ def test_listen_json_prints_a_line_per_event_of_a_job(
         json={"url": story_url()},
     ).json()
     command.line_until(command.stdout, lambda line: '"event":"job.progress"' in line)
+    # The 25% note is claimed after the progress event is out: released
+    # before it lands, the job could finish first.
+    command.line_until(command.stdout, lambda line: '"export_progress"' in line)
     gate.set()
     command.line_until(command.stdout, lambda line: '"event":"job.finished"' in line)
     # The last message of a finished job is the dashboard's new snapshot.
